@@ -1,0 +1,124 @@
+"""The three inference graphs, as thin torch modules over a trained VQVAE, and their ONNX export.
+
+    encoder.onnx    image   float32 [N, C, H, W] in [0, 1]  -> latent  float32 [N, D, H/4, W/4]
+    quantizer.onnx  latent  float32 [N, D, h, w]            -> indices int64   [N, h, w]
+    decoder.onnx    indices int64   [N, h, w]               -> image   float32 [N, C, 4h, 4w] in [0, 1]
+
+N, H and W (h and w) are dynamic: the model is fully convolutional.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from training.model import VQVAE
+
+OPSET = 20
+
+
+class EncoderGraph(nn.Module):
+    def __init__(self, model: VQVAE) -> None:
+        super().__init__()
+        self.encoder = model.encoder
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        latent: torch.Tensor = self.encoder(image)  # (N, C, H, W) -> (N, D, H/4, W/4)
+        return latent
+
+
+class QuantizerGraph(nn.Module):
+    def __init__(self, model: VQVAE) -> None:
+        super().__init__()
+        self.quantizer = model.quantizer
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.quantizer.quantize_indices(latent)  # (N, D, h, w) -> (N, h, w) int64
+
+
+class DecoderGraph(nn.Module):
+    """Codebook lookup, decoder and the [0, 1] clamp, all inside the graph."""
+
+    def __init__(self, model: VQVAE) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.model.decode_from_indices(indices)  # (N, h, w) -> (N, C, 4h, 4w)
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    name: str
+    module: nn.Module
+    example: torch.Tensor
+    input_name: str
+    output_name: str
+    input_dims: tuple[str, ...]  # readable names for the dims of the input, "" for a fixed one
+    output_dims: tuple[str, ...]
+
+
+def graph_specs(model: VQVAE) -> list[GraphSpec]:
+    cfg = model.cfg
+    image = torch.rand(2, cfg.in_channels, 28, 28)
+    latent = torch.randn(2, cfg.code_dim, 7, 7)
+    indices = torch.randint(0, cfg.codebook_size, (2, 7, 7))
+    return [
+        GraphSpec("encoder", EncoderGraph(model), image, "image", "latent", ("N", "", "H", "W"), ("N", "", "h", "w")),
+        GraphSpec("quantizer", QuantizerGraph(model), latent, "latent", "indices",
+                  ("N", "", "h", "w"), ("N", "h", "w")),
+        GraphSpec("decoder", DecoderGraph(model), indices, "indices", "image", ("N", "h", "w"), ("N", "", "H", "W")),
+    ]
+
+
+def _dynamic_shapes(spec: GraphSpec) -> dict[str, dict[int, object]]:
+    n = torch.export.Dim("N", min=1, max=4096)
+    if spec.name == "encoder":  # H and W must be multiples of the total stride
+        h, w = torch.export.Dim("h", min=1, max=1024), torch.export.Dim("w", min=1, max=1024)
+        return {spec.input_name: {0: n, 2: 4 * h, 3: 4 * w}}
+    h, w = torch.export.Dim("h", min=1, max=1024), torch.export.Dim("w", min=1, max=1024)
+    if spec.name == "quantizer":
+        return {spec.input_name: {0: n, 2: h, 3: w}}
+    return {spec.input_name: {0: n, 1: h, 2: w}}
+
+
+def _name_dims(value_info: onnx.ValueInfoProto, names: tuple[str, ...]) -> None:
+    """Replace the exporter's symbolic dim names ("4*h", "s0") by the contract's (N, H, W, h, w)."""
+    for dim, name in zip(value_info.type.tensor_type.shape.dim, names, strict=True):
+        if name:
+            dim.dim_param = name
+
+
+def export_graph(spec: GraphSpec, path: Path) -> None:
+    """Export one graph with dynamic N, H, W to `path` (opset OPSET), quietly."""
+    spec.module.eval()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        program = torch.onnx.export(
+            spec.module, (spec.example,), input_names=[spec.input_name], output_names=[spec.output_name],
+            dynamic_shapes=_dynamic_shapes(spec), opset_version=OPSET, dynamo=True, verbose=False,
+        )
+    assert program is not None
+    proto = program.model_proto
+    _name_dims(proto.graph.input[0], spec.input_dims)
+    _name_dims(proto.graph.output[0], spec.output_dims)
+    onnx.save(proto, str(path))
+
+
+def write_metadata(path: Path, metadata: dict[str, str]) -> None:
+    """Store key facts in the ONNX file's metadata_props (readable from onnxruntime's modelmeta)."""
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    for key, value in sorted(metadata.items()):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(path))

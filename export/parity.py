@@ -1,0 +1,123 @@
+"""The parity gate: onnxruntime must compute what PyTorch computes, on real images.
+
+Each graph is run by both on the same inputs:
+- encoder: max |latent_ort − latent_torch| ≤ 1e-4;
+- quantizer: indices identical, except at near-ties — positions whose two nearest codes are
+  within a tiny relative distance, where float32 rounding legitimately decides. Ties are counted
+  and reported; any mismatch that is not a tie fails, and ≥ 99.9 % of all indices must match;
+- decoder: max |image_ort − image_torch| ≤ 1e-4.
+The whole pipeline (image -> ORT encoder -> ORT quantizer) is also compared with PyTorch's indices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from training.model import VQVAE
+
+LATENT_TOLERANCE = 1e-4
+IMAGE_TOLERANCE = 1e-4
+MIN_INDEX_MATCH = 0.999
+# Two codes tie when their squared distances differ by less than this fraction of ‖z‖² + ‖e‖²,
+# the magnitude at which float32 rounds the expanded form ‖z‖² − 2 z·e + ‖e‖².
+TIE_RELATIVE_GAP = 1e-5
+
+
+class ParityError(Exception):
+    """ONNX and PyTorch disagree; the message carries every measured difference."""
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    images: int
+    latent_max_abs_diff: float
+    image_max_abs_diff: float
+    indices_compared: int
+    index_mismatches: int  # quantizer graph alone, same latent in
+    near_ties: int  # positions whose two nearest codes tie (see TIE_RELATIVE_GAP)
+    mismatches_outside_ties: int
+    pipeline_index_mismatches: int  # image -> encoder -> quantizer, both ends in ORT
+    index_match_fraction: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def failures(self) -> list[str]:
+        problems = []
+        if not self.latent_max_abs_diff <= LATENT_TOLERANCE:
+            problems.append(f"latent max abs diff {self.latent_max_abs_diff:.3g} > {LATENT_TOLERANCE}")
+        if not self.image_max_abs_diff <= IMAGE_TOLERANCE:
+            problems.append(f"decoder image max abs diff {self.image_max_abs_diff:.3g} > {IMAGE_TOLERANCE}")
+        if self.mismatches_outside_ties:
+            problems.append(f"{self.mismatches_outside_ties} index mismatches that are not near-ties")
+        if self.index_match_fraction < MIN_INDEX_MATCH:
+            problems.append(f"indices match {self.index_match_fraction:.4%} < {MIN_INDEX_MATCH:.1%}")
+        return problems
+
+
+def _sessions(paths: dict[str, Path]) -> dict[str, ort.InferenceSession]:
+    return {name: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for name, p in paths.items()}
+
+
+def near_tie_mask(latent: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """(N, D, h, w) latents -> (N, h, w) bool: the two nearest codes are a float32 coin toss."""
+    flat = latent.permute(0, 2, 3, 1).reshape(-1, latent.shape[1]).double()  # (M, D)
+    book = codebook.double()
+    distances = torch.cdist(flat, book).pow(2)  # (M, K), exact in float64
+    two = distances.topk(2, dim=1, largest=False)
+    scale = flat.pow(2).sum(1) + book.pow(2).sum(1)[two.indices[:, 0]]
+    tie = (two.values[:, 1] - two.values[:, 0]) <= TIE_RELATIVE_GAP * scale
+    return tie.view(latent.shape[0], latent.shape[2], latent.shape[3])
+
+
+@torch.no_grad()
+def measure_parity(model: VQVAE, paths: dict[str, Path], images_u8: np.ndarray, batch: int = 500) -> ParityReport:
+    """Run PyTorch and onnxruntime side by side on uint8 images (N, H, W); -> the differences."""
+    model.eval()
+    sessions = _sessions(paths)
+    latent_diff = image_diff = 0.0
+    mismatches = ties = outside = pipeline = total = 0
+    for start in range(0, len(images_u8), batch):
+        x = torch.tensor(images_u8[start : start + batch], dtype=torch.float32).div_(255).unsqueeze(1)  # (B,1,H,W)
+        latent = model.encoder(x)  # (B, D, h, w)
+        indices = model.quantizer.quantize_indices(latent)  # (B, h, w)
+        image = model.decode_from_indices(indices)  # (B, 1, H, W)
+
+        ort_latent = sessions["encoder"].run(["latent"], {"image": x.numpy()})[0]
+        ort_indices = sessions["quantizer"].run(["indices"], {"latent": latent.numpy()})[0]
+        ort_image = sessions["decoder"].run(["image"], {"indices": indices.numpy()})[0]
+        ort_pipeline = sessions["quantizer"].run(["indices"], {"latent": ort_latent})[0]
+
+        latent_diff = max(latent_diff, float(np.abs(ort_latent - latent.numpy()).max()))
+        image_diff = max(image_diff, float(np.abs(ort_image - image.numpy()).max()))
+        differs = torch.from_numpy(ort_indices != indices.numpy())
+        tie = near_tie_mask(latent, model.quantizer.codebook)
+        mismatches += int(differs.sum())
+        ties += int(tie.sum())
+        outside += int((differs & ~tie).sum())
+        pipeline += int((ort_pipeline != indices.numpy()).sum())
+        total += indices.numel()
+    return ParityReport(
+        images=len(images_u8), latent_max_abs_diff=latent_diff, image_max_abs_diff=image_diff,
+        indices_compared=total, index_mismatches=mismatches, near_ties=ties, mismatches_outside_ties=outside,
+        pipeline_index_mismatches=pipeline, index_match_fraction=1 - mismatches / max(1, total),
+    )
+
+
+def check_parity(model: VQVAE, paths: dict[str, Path], images_u8: np.ndarray) -> ParityReport:
+    """measure_parity, raising ParityError with every measured difference when a bound is broken."""
+    report = measure_parity(model, paths, images_u8)
+    problems = report.failures()
+    if problems:
+        raise ParityError(
+            "ONNX parity check failed: " + "; ".join(problems)
+            + f" (latent max diff {report.latent_max_abs_diff:.3g}, image max diff {report.image_max_abs_diff:.3g},"
+            f" {report.index_mismatches}/{report.indices_compared} indices differ, {report.near_ties} near-ties)"
+        )
+    return report

@@ -1,0 +1,110 @@
+"""Checkpoint -> encoder.onnx, quantizer.onnx, decoder.onnx + model.json, behind the parity gate.
+
+Everything is built in a scratch directory beside the output: export, metadata, onnx.checker,
+parity against PyTorch on real test images, test-set metrics. Only when every check has passed
+are the files moved into the output directory, manifest last, so a failed export leaves the
+output directory as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime
+import torch
+
+from export.graphs import OPSET, export_graph, graph_specs, write_metadata
+from export.parity import ParityReport, check_parity
+from service.manifest import (
+    GRAPHS,
+    MANIFEST_NAME,
+    FileSpec,
+    FilesSpec,
+    GridSpec,
+    InputSpec,
+    Manifest,
+    TrainingSpec,
+    sha256_of,
+)
+from training.checkpoint import load_checkpoint, model_from_checkpoint
+from training.data import load_split
+from training.evaluate import evaluate_model, reconstruct, save_reconstruction_grid
+from training.model import DOWNSAMPLE, VQVAE
+
+PLACEHOLDER_SHA = "0" * 64
+GRID_PREVIEW = "reconstructions.png"
+
+
+def draft_manifest(ckpt: dict[str, Any], model: VQVAE, name: str, version: str) -> Manifest:
+    """Every manifest field but the final sha256s and measurements."""
+    cfg, train = model.cfg, ckpt["config"]
+    placeholder = FileSpec(path="x.onnx", sha256=PLACEHOLDER_SHA)
+    return Manifest(
+        name=name, version=version, codebook_size=cfg.codebook_size, code_dim=cfg.code_dim,
+        downsample=DOWNSAMPLE, fully_convolutional=True,
+        input=InputSpec(channels=cfg.in_channels, height=28, width=28),
+        grid=GridSpec(height=28 // DOWNSAMPLE, width=28 // DOWNSAMPLE),
+        files=FilesSpec(encoder=placeholder, quantizer=placeholder, decoder=placeholder),
+        metrics={},
+        training=TrainingSpec(command=ckpt.get("command", ""), seed=train["seed"], steps=ckpt["step"],
+                              seconds=round(float(ckpt["seconds"]), 1), dataset=train["dataset"]),
+        producer={"torch": torch.__version__, "onnx": onnx.__version__,
+                  "onnxruntime": onnxruntime.__version__, "opset": str(OPSET)},
+    )
+
+
+def build_graphs(model: VQVAE, draft: Manifest, scratch: Path) -> dict[str, Path]:
+    """Export the three graphs into `scratch` with their metadata; onnx.checker must pass on each."""
+    paths: dict[str, Path] = {}
+    for spec in graph_specs(model):
+        path = scratch / f"{spec.name}.onnx"
+        export_graph(spec, path)
+        write_metadata(path, draft.metadata(spec.name))
+        onnx.checker.check_model(str(path), full_check=True)
+        paths[spec.name] = path
+    return paths
+
+
+def finalise_manifest(draft: Manifest, paths: dict[str, Path], report: ParityReport,
+                      metrics: dict[str, Any]) -> Manifest:
+    files = FilesSpec(**{g: FileSpec(path=paths[g].name, sha256=sha256_of(paths[g])) for g in GRAPHS})
+    return draft.model_copy(update={"files": files, "metrics": metrics, "parity": report.as_dict()})
+
+
+def publish(scratch: Path, out_dir: Path, manifest: Manifest) -> None:
+    """Move the checked files into out_dir; the manifest goes last so readers never see a half model."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for item in sorted(scratch.iterdir()):
+        os.replace(item, out_dir / item.name)
+    tmp = out_dir / f".{MANIFEST_NAME}.tmp"
+    tmp.write_text(manifest.model_dump_json(indent=2) + "\n")
+    os.replace(tmp, out_dir / MANIFEST_NAME)
+
+
+def export_checkpoint(checkpoint: Path, out_dir: Path, name: str | None = None, version: str = "1.0.0",
+                      data_dir: str | None = None, parity_images: int = 10000) -> Manifest:
+    """The whole export; raises ParityError (writing nothing) when ONNX and PyTorch disagree."""
+    ckpt = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(ckpt)
+    dataset = ckpt["config"]["dataset"]
+    test_images: np.ndarray = load_split(dataset, "test", data_dir)[0]
+    draft = draft_manifest(ckpt, model, name or dataset, version)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir.parent))
+    try:
+        paths = build_graphs(model, draft, scratch)
+        report = check_parity(model, paths, test_images[:parity_images])
+        metrics = {"dataset": dataset, "split": "test", **evaluate_model(model, test_images)}
+        recon, _ = reconstruct(model, test_images[:64])
+        save_reconstruction_grid(test_images[:64], recon, scratch / GRID_PREVIEW)
+        manifest = finalise_manifest(draft, paths, report, metrics)
+        publish(scratch, out_dir, manifest)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return manifest

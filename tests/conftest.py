@@ -1,0 +1,26 @@
+"""Shared fixtures: where the real data sets are, and real MNIST digits."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training.data import load_split
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The shared MNIST / Fashion-MNIST folder; tests fail loudly (never skip) if it is missing."""
+    path = Path(os.environ.get("VQVAE_DATA_DIR") or ROOT.parent / "shared" / "data")
+    assert (path / "mnist").is_dir(), f"real data expected in {path} (set VQVAE_DATA_DIR)"
+    return path
+
+
+@pytest.fixture(scope="session")
+def mnist_test(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    return load_split("mnist", "test", data_dir)

@@ -1,0 +1,272 @@
+"""Train the VQ-VAE. Read top to bottom: config, data order, one step, the loop in main(cfg).
+
+    python -m training.train --dataset mnist --out-dir runs/mnist
+    torchrun --nproc_per_node=2 -m training.train --dataset mnist --out-dir runs/mnist-ddp
+
+Every flag is a field of TrainConfig (`--model.hidden 128`, `--model.ema false`; see --help).
+Re-running with --resume true continues from <out-dir>/ckpt.pt and gives the same numbers, bit for
+bit, as a run that was never interrupted. Under torchrun each rank takes an equal slice of every
+global batch, so 2 ranks compute the same steps as 1 process with the same batch size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from training.checkpoint import CheckpointError, load_checkpoint, model_config_from, save_checkpoint
+from training.cli import add_dataclass_arguments, build_config
+from training.data import DataError, load_split
+from training.evaluate import evaluate_model, reconstruct, save_reconstruction_grid
+from training.model import VQVAE, ModelConfig
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = "mnist"
+    data_dir: str | None = None  # default: $VQVAE_DATA_DIR or the user cache dir
+    out_dir: str = "runs/mnist"
+    seed: int = 0
+    max_steps: int = 10000
+    batch_size: int = 128  # global: split evenly across ranks
+    lr: float = 2e-3
+    warmup_steps: int = 200
+    min_lr_ratio: float = 0.01  # cosine decay ends at lr * min_lr_ratio
+    eval_interval: int = 1000
+    eval_images: int = 2000  # test images for periodic evaluation (the final one uses all)
+    checkpoint_interval: int = 1000
+    log_interval: int = 50
+    resume: bool = False
+    stop_after: int | None = None  # stop at this step as if interrupted (schedule still targets max_steps)
+    threads: int | None = None  # per rank; default: usable CPUs / local ranks
+    device: str = "auto"  # auto | cpu | cuda
+    progress: bool = True
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+
+# -- distributed set-up -------------------------------------------------------------------------
+
+
+@dataclass
+class Runtime:
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_runtime(cfg: TrainConfig) -> Runtime:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    usable_cpus = len(os.sched_getaffinity(0))
+    torch.set_num_threads(cfg.threads or max(1, usable_cpus // local_world))
+    if world > 1 and cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} must divide evenly across {world} ranks")
+    return Runtime(rank=dist.get_rank() if world > 1 else 0, world=world, device=device)
+
+
+# -- data order and learning rate: pure functions of the step, so resume needs no loader state ----
+
+
+class BatchOrder:
+    """Epoch-wise permutations seeded by (seed, epoch); rank r takes slice r of each global batch."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, rt: Runtime) -> None:
+        self.n, self.batch_size, self.seed, self.rt = n, batch_size, seed, rt
+        self.steps_per_epoch = n // batch_size
+        self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
+
+    def indices(self, step: int) -> torch.Tensor:
+        epoch, position = divmod(step, self.steps_per_epoch)
+        if epoch != self._epoch:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=generator)
+        local = self.batch_size // self.rt.world
+        start = position * self.batch_size + self.rt.rank * local
+        return self._perm[start : start + local]
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay to lr * min_lr_ratio at max_steps."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    floor = cfg.lr * cfg.min_lr_ratio
+    return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+# -- state ---------------------------------------------------------------------------------------
+
+
+def restore(cfg: TrainConfig, model: VQVAE, optimizer: torch.optim.Optimizer) -> tuple[int, float]:
+    """Load <out_dir>/ckpt.pt into model and optimiser; -> (step to continue from, seconds so far)."""
+    ckpt = load_checkpoint(Path(cfg.out_dir) / "ckpt.pt")
+    stored = ckpt["config"]
+    if model_config_from(ckpt) != cfg.model or any(
+        stored[k] != getattr(cfg, k) for k in ("dataset", "seed", "max_steps", "batch_size", "lr")
+    ):
+        raise CheckpointError(f"{cfg.out_dir}/ckpt.pt was made with a different config; resume with the same flags")
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    torch.set_rng_state(ckpt["rng"])
+    return ckpt["step"], ckpt["seconds"]
+
+
+def launch_command() -> str:
+    """The command line that started this run, in its canonical form (recorded in every checkpoint)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    launcher = f"torchrun --nproc_per_node={world} -m training.train" if world > 1 else "python -m training.train"
+    return f"{launcher} {shlex.join(sys.argv[1:])}".strip()
+
+
+def checkpoint_payload(cfg: TrainConfig, model: VQVAE, optimizer: torch.optim.Optimizer,
+                       step: int, seconds: float, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "config": asdict(cfg),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng": torch.get_rng_state(),
+        "step": step,
+        "seconds": seconds,
+        "command": launch_command(),
+        "metrics": metrics,
+    }
+
+
+@dataclass
+class TrainResult:
+    model: VQVAE  # the trained model (each rank's own copy under torchrun)
+    metrics: dict[str, Any]  # final test metrics on rank 0 after max_steps; else empty
+
+
+class MetricsLog:
+    """Appends one JSON object per line to <out_dir>/metrics.jsonl (rank 0 only)."""
+
+    def __init__(self, path: Path, enabled: bool) -> None:
+        self.path, self.enabled = path, enabled
+
+    def write(self, **row: Any) -> None:
+        if self.enabled:
+            with self.path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+
+
+# -- the loop ------------------------------------------------------------------------------------
+
+
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+               lr: float) -> tuple[dict[str, float], torch.Tensor]:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    _, indices, losses = model(x)  # recon (B, 1, 28, 28), indices (B, 7, 7), ModelLosses
+    optimizer.zero_grad(set_to_none=True)
+    losses.total.backward()
+    optimizer.step()
+    stats = {name: float(value.detach()) for name, value in losses._asdict().items()}
+    stats["loss"] = float(losses.total.detach())
+    stats["psnr"] = -10 * math.log10(max(stats["reconstruction"], 1e-10))
+    return stats, indices
+
+
+def evaluate_and_log(cfg: TrainConfig, model: VQVAE, test_images: Any, step: int, log: MetricsLog,
+                     n_images: int) -> dict[str, Any]:
+    metrics = evaluate_model(model, test_images[:n_images])
+    log.write(kind="eval", step=step, **metrics)
+    recon, _ = reconstruct(model, test_images[:32])
+    save_reconstruction_grid(test_images[:32], recon, Path(cfg.out_dir) / f"recon_step{step:06d}.png")
+    return metrics
+
+
+def main(cfg: TrainConfig) -> TrainResult:
+    """Train to cfg.max_steps (or stop early at cfg.stop_after) and evaluate on the full test set."""
+    rt = setup_runtime(cfg)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train_images = torch.tensor(load_split(cfg.dataset, "train", cfg.data_dir)[0]).unsqueeze(1)  # (N, 1, 28, 28) u8
+    test_images = load_split(cfg.dataset, "test", cfg.data_dir)[0]  # (10000, 28, 28) uint8
+
+    model = VQVAE(cfg.model).to(rt.device, memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    step, seconds = restore(cfg, model, optimizer) if cfg.resume and (out / "ckpt.pt").exists() else (0, 0.0)
+    wrapped: torch.nn.Module = model
+    if rt.world > 1:  # buffers are kept equal by the quantizer's own all-reduce, not re-broadcast
+        wrapped = DistributedDataParallel(model, broadcast_buffers=False)
+    order = BatchOrder(len(train_images), cfg.batch_size, cfg.seed, rt)
+    log = MetricsLog(out / "metrics.jsonl", rt.is_main)
+    end = min(cfg.max_steps, cfg.stop_after or cfg.max_steps)
+    bar = tqdm(total=end, initial=step, disable=not (cfg.progress and rt.is_main), dynamic_ncols=True)
+    started = time.perf_counter() - seconds
+
+    while step < end:
+        x = train_images[order.indices(step)].to(rt.device).float().div_(255)
+        x = x.contiguous(memory_format=torch.channels_last)  # (B, 1, 28, 28)
+        stats, indices = train_step(wrapped, optimizer, x, learning_rate(cfg, step))
+        step += 1
+        bar.update(1)
+        if step % cfg.log_interval == 0 or step == end:
+            codes = int(indices.unique().numel())
+            bar.set_postfix(loss=f"{stats['loss']:.4f}", psnr=f"{stats['psnr']:.2f}", codes=codes)
+            log.write(kind="train", step=step, lr=learning_rate(cfg, step - 1), codes_in_batch=codes,
+                      seconds=round(time.perf_counter() - started, 2), **stats)
+        if rt.is_main and step % cfg.eval_interval == 0 and step < cfg.max_steps:
+            evaluate_and_log(cfg, model, test_images, step, log, cfg.eval_images)
+        if rt.is_main and step % cfg.checkpoint_interval == 0 and step < end:
+            save_checkpoint(out / "ckpt.pt", checkpoint_payload(cfg, model, optimizer, step,
+                                                                time.perf_counter() - started))
+    bar.close()
+    seconds = time.perf_counter() - started
+    metrics: dict[str, Any] = {}
+    if rt.is_main:
+        if step == cfg.max_steps:
+            metrics = {"dataset": cfg.dataset, "split": "test", "step": step, "train_seconds": round(seconds, 1),
+                       **evaluate_and_log(cfg, model, test_images, step, log, len(test_images))}
+            (out / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        save_checkpoint(out / "ckpt.pt", checkpoint_payload(cfg, model, optimizer, step, seconds, metrics or None))
+    if rt.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return TrainResult(model, metrics)
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_dataclass_arguments(parser, TrainConfig)
+    return build_config(TrainConfig, vars(parser.parse_args(argv)))
+
+
+def cli(argv: list[str] | None = None) -> int:
+    try:
+        metrics = main(parse_args(argv)).metrics
+    except (DataError, CheckpointError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if metrics:
+        print(json.dumps(metrics, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

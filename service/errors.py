@@ -1,8 +1,8 @@
 """Every domain error of the service, in one place.
 
 Each carries a stable `code` slug and an HTTP `status`; the application maps them to the one
-error shape `{"error": {"code", "message"}}` in a single exception handler. Messages say what
-was wrong and how to fix it, and never carry stack traces or server paths.
+error shape `{"error": {"code", "message"}}` in a single exception handler (service/main.py).
+Messages say what was wrong and how to fix it, and never carry stack traces or server paths.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ class CodecError(Exception):
         self.message = message
 
 
-# -- model files (raised at start-up; shown by /readyz, never as a request's response) -----------
+# -- model files (raised while loading; shown by /readyz, never as a request's response) ---------
 
 
 class ModelLoadError(CodecError):
     """A model directory, manifest or ONNX file is missing, malformed or inconsistent."""
 
+    status = 503
     code = "model_load_failed"
 
 
@@ -42,3 +43,62 @@ class ProviderError(ModelLoadError):
     """The requested execution provider is not what onnxruntime actually runs."""
 
     code = "provider_unavailable"
+
+
+# -- requests ----------------------------------------------------------------------------------
+
+
+class BadRequest(CodecError):
+    status, code = 400, "bad_request"
+
+
+class EmptyBody(BadRequest):
+    code = "empty_body"
+
+
+class InvalidJSON(BadRequest):
+    code = "invalid_json"
+
+
+class InvalidBase64(BadRequest):
+    code = "invalid_base64"
+
+
+class MissingImages(BadRequest):
+    code = "missing_images"
+
+
+class UndecodableImage(BadRequest):
+    code = "undecodable_image"
+
+
+class ModelNotFound(CodecError):
+    status, code = 404, "model_not_found"
+
+
+class PayloadTooLarge(CodecError):
+    status, code = 413, "payload_too_large"
+
+
+class ImageTooLarge(PayloadTooLarge):
+    code = "image_too_large"
+
+
+class TooManyImages(PayloadTooLarge):
+    code = "too_many_images"
+
+
+class UnsupportedMediaType(CodecError):
+    status, code = 415, "unsupported_media_type"
+
+
+class UnsupportedSize(CodecError):
+    status, code = 422, "unsupported_size"
+
+
+class InvalidCodes(CodecError):
+    status, code = 422, "invalid_codes"
+
+
+class ModelNotReady(CodecError):
+    status, code = 503, "model_not_ready"

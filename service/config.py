@@ -1,0 +1,50 @@
+"""Service settings: every field is also an environment variable VQVAE_<FIELD>.
+
+Read through the cached `get_settings()`, never at import time, so tests and the CLI can set the
+environment first.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# models/ beside the service package: the repository checkout, and /app/models in the container.
+SHIPPED_MODELS = Path(__file__).resolve().parent.parent / "models"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VQVAE_", extra="ignore")
+
+    # -- server
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # -- models
+    models_dir: Path = SHIPPED_MODELS
+    default_model: str = "mnist"
+    providers: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, ge=1, description="intra-op threads per session (default: from usable CPUs)")
+    warmup_runs: int = Field(3, ge=1, description="warm-up inferences per graph before a model is ready")
+    on_model_error: Literal["not-ready", "exit"] = Field(
+        "not-ready", description="a model that fails to load: serve the rest and report not ready, or exit non-zero"
+    )
+
+    # -- request limits
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    max_pixels: int = Field(4_000_000, ge=16, description="per image, after decoding")
+    max_images: int = Field(256, ge=1, description="images (or code grids) per request")
+
+    # -- shutdown
+    drain_seconds: float = Field(0.0, ge=0, description="after SIGTERM: keep serving (not ready) this long")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,40 @@
+"""FastAPI dependencies: the settings, the model registry and the model a request addresses."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+
+from service.config import Settings
+from service.registry import ModelRegistry
+from service.runtime import ModelRuntime
+
+
+def settings_of(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def registry_of(request: Request) -> ModelRegistry:
+    registry: ModelRegistry = request.app.state.registry
+    return registry
+
+
+SettingsDep = Annotated[Settings, Depends(settings_of)]
+RegistryDep = Annotated[ModelRegistry, Depends(registry_of)]
+
+
+def default_model(registry: RegistryDep, settings: SettingsDep) -> ModelRuntime:
+    return registry.get(settings.default_model)
+
+
+ModelName = Annotated[str, Path(description="model name, e.g. mnist")]
+
+
+def named_model(registry: RegistryDep, name: ModelName) -> ModelRuntime:
+    return registry.get(name)
+
+
+DefaultModelDep = Annotated[ModelRuntime, Depends(default_model)]
+NamedModelDep = Annotated[ModelRuntime, Depends(named_model)]

@@ -1,0 +1,103 @@
+"""The set of served models and the service's readiness.
+
+Every directory under models_dir is a configured model. Each is loaded (runtime.load_model) and
+ends either ready or failed with a reason; the service is ready only when every configured model
+is ready, the default model is among them, and shutdown has not begun.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from service.config import Settings
+from service.errors import CodecError, ModelNotFound, ModelNotReady
+from service.runtime import ModelRuntime, load_model, usable_cpus
+
+log = logging.getLogger("service.models")
+
+State = Literal["loading", "ready", "failed"]
+
+
+@dataclass
+class ModelStatus:
+    state: State = "loading"
+    reason: str = ""
+    runtime: ModelRuntime | None = None
+
+
+@dataclass
+class ModelRegistry:
+    settings: Settings
+    models: dict[str, ModelStatus] = field(default_factory=dict)
+    problem: str = ""  # a service-wide reason not to be ready (e.g. no models directory)
+    loaded: bool = False
+    shutting_down: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def threads_per_session(self) -> int:
+        return self.settings.threads or max(1, usable_cpus() // self.settings.workers)
+
+    def discover(self) -> None:
+        root = self.settings.models_dir
+        if not root.is_dir():
+            self.problem = f"models directory {root.name!r} not found (set VQVAE_MODELS_DIR)"
+            log.error("models directory %s not found", root)
+            return
+        names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not names:
+            self.problem = f"no models in {root.name!r}"
+        self.models = {name: ModelStatus() for name in names}
+
+    def load_all(self) -> None:
+        """Load every discovered model; a failure marks that model failed and never serves it."""
+        for name, status in self.models.items():
+            try:
+                runtime = load_model(Path(self.settings.models_dir) / name, self.settings.providers,
+                                     self.threads_per_session, self.settings.warmup_runs)
+            except CodecError as exc:
+                log.error("model %s not served: %s", name, exc.message)
+                with self._lock:
+                    status.state, status.reason = "failed", exc.message
+                continue
+            with self._lock:
+                status.state, status.runtime = "ready", runtime
+        self.loaded = True
+
+    def begin_shutdown(self) -> None:
+        self.shutting_down = True
+
+    def failures(self) -> list[str]:
+        return [f"{name}: {s.reason}" for name, s in self.models.items() if s.state == "failed"]
+
+    def not_ready_reasons(self) -> list[str]:
+        if self.shutting_down:
+            return ["shutting down"]
+        if self.problem:
+            return [self.problem]
+        if not self.loaded:
+            return ["loading and warming up models"]
+        reasons = self.failures()
+        if self.settings.default_model not in self.models:
+            reasons.append(f"default model {self.settings.default_model!r} is not among the models")
+        return reasons
+
+    def status(self, name: str) -> ModelStatus:
+        """The status of `name`; ModelNotFound (404) when no such model is configured."""
+        status = self.models.get(name)
+        if status is None:
+            known = ", ".join(self.models) or "none"
+            raise ModelNotFound(f"no model named {name[:64]!r}; available models: {known}")
+        return status
+
+    def get(self, name: str) -> ModelRuntime:
+        """The ready runtime of `name`; ModelNotFound (404) or ModelNotReady (503) otherwise."""
+        status = self.status(name)
+        if status.runtime is None:
+            detail = "is still loading" if status.state == "loading" else "failed to load and is not served"
+            raise ModelNotReady(f"model {name!r} {detail}; see /readyz")
+        return status.runtime

@@ -1,0 +1,139 @@
+"""One served model: three onnxruntime sessions behind the manifest contract.
+
+Loading runs every check before a model may serve: manifest valid, every sha256 right, each
+ONNX file's metadata equal to the manifest's facts, tensor names and ranks as the contract says,
+the requested execution provider really active (onnxruntime falls back to CPU silently), and
+warm-up inferences whose output shapes match what the manifest promises.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnxruntime as ort
+
+from service.errors import ModelLoadError, ProviderError
+from service.manifest import GRAPH_IO, GRAPHS, METADATA_PREFIX, Manifest, load_manifest, verify_files
+
+log = logging.getLogger("service.models")
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+ProviderChoice = Literal["auto", "cpu", "cuda"]
+
+
+def provider_list(choice: ProviderChoice, available: list[str]) -> list[str]:
+    """The explicit provider list for a session; `auto` means CUDA when this onnxruntime offers it."""
+    if choice == "cpu" or (choice == "auto" and CUDA not in available):
+        return [CPU]
+    return [CUDA, CPU]  # CPU stays as the fallback for ops CUDA lacks; the active check catches a full fallback
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (affinity), not the host's core count."""
+    return len(os.sched_getaffinity(0))
+
+
+def session_options(threads: int) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # onnxruntime's own warnings go to our log only as errors
+    return options
+
+
+def _check_metadata(manifest: Manifest, graph: str, session: ort.InferenceSession) -> None:
+    found = session.get_modelmeta().custom_metadata_map
+    expected = manifest.metadata(graph)
+    wrong = sorted(k for k, v in expected.items() if found.get(k) != v)
+    if wrong:
+        detail = ", ".join(f"{k.removeprefix(METADATA_PREFIX)}={found.get(k)!r} vs {expected[k]!r}" for k in wrong)
+        raise ModelLoadError(f"{manifest.name}: {graph}.onnx metadata disagrees with model.json ({detail})")
+
+
+def _check_io(manifest: Manifest, graph: str, session: ort.InferenceSession) -> None:
+    input_name, output_name = GRAPH_IO[graph]
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if [i.name for i in inputs] != [input_name] or [o.name for o in outputs] != [output_name]:
+        raise ModelLoadError(
+            f"{manifest.name}: {graph}.onnx has inputs {[i.name for i in inputs]} and outputs "
+            f"{[o.name for o in outputs]}; the contract is {input_name} -> {output_name}"
+        )
+
+
+@dataclass
+class ModelRuntime:
+    manifest: Manifest
+    sessions: dict[str, ort.InferenceSession]
+    provider: str  # the provider onnxruntime really runs, e.g. CPUExecutionProvider
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """float32 (N, C, H, W) in [0, 1] -> int64 indices (N, H/4, W/4)."""
+        latent = self.sessions["encoder"].run(["latent"], {"image": images})[0]  # (N, D, h, w)
+        indices: np.ndarray = self.sessions["quantizer"].run(["indices"], {"latent": latent})[0]
+        return indices
+
+    def decode(self, indices: np.ndarray) -> np.ndarray:
+        """int64 (N, h, w) -> float32 images (N, C, 4h, 4w) in [0, 1]."""
+        images: np.ndarray = self.sessions["decoder"].run(["image"], {"indices": indices})[0]
+        return images
+
+    def warm_up(self, runs: int) -> None:
+        """Run the native size end to end; the shapes must be the manifest's, or the manifest lies."""
+        m = self.manifest
+        blank = np.zeros((1, m.input.channels, m.input.height, m.input.width), np.float32)
+        for _ in range(runs):
+            indices = self.encode(blank)
+            images = self.decode(indices)
+        expected_grid = (1, m.grid.height, m.grid.width)
+        expected_image = (1, m.input.channels, m.input.height, m.input.width)
+        if indices.shape != expected_grid or images.shape != expected_image:
+            raise ModelLoadError(
+                f"{m.name}: model.json promises grid {expected_grid[1:]} and images {expected_image[1:]}, "
+                f"the graphs produce {indices.shape[1:]} and {images.shape[1:]}"
+            )
+        if indices.dtype != np.int64 or images.dtype != np.float32:
+            raise ModelLoadError(f"{m.name}: graphs produce {indices.dtype} indices and {images.dtype} images")
+
+
+def load_model(model_dir: Path, providers: ProviderChoice, threads: int, warmup_runs: int) -> ModelRuntime:
+    """Every check in order; raises a ModelLoadError subclass naming the first failure."""
+    manifest = load_manifest(model_dir)
+    verify_files(manifest, model_dir)
+    wanted = provider_list(providers, ort.get_available_providers())
+    sessions: dict[str, ort.InferenceSession] = {}
+    for graph in GRAPHS:
+        path = model_dir / manifest.file(graph).path
+        try:
+            session = ort.InferenceSession(str(path), sess_options=session_options(threads), providers=wanted)
+        except Exception as exc:  # onnxruntime raises its own exception types for a bad graph
+            raise ModelLoadError(f"{manifest.name}: {graph}.onnx is not a loadable ONNX model") from exc
+        _check_metadata(manifest, graph, session)
+        _check_io(manifest, graph, session)
+        sessions[graph] = session
+    active = sessions["encoder"].get_providers()[0]
+    if providers == "cuda" and active != CUDA:
+        raise ProviderError(
+            f"{manifest.name}: VQVAE_PROVIDERS=cuda but onnxruntime runs {active} "
+            f"(available: {', '.join(ort.get_available_providers())}); install onnxruntime-gpu and expose a GPU"
+        )
+    runtime = ModelRuntime(manifest=manifest, sessions=sessions, provider=active)
+    try:
+        runtime.warm_up(warmup_runs)
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # a graph that loads but cannot run the native size
+        raise ModelLoadError(f"{manifest.name}: warm-up inference failed ({type(exc).__name__})") from exc
+    log.info("model %s %s ready on %s (%d threads)", manifest.name, manifest.version, active, threads)
+    return runtime

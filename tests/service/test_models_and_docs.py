@@ -1,0 +1,66 @@
+"""Model listing, offline docs, OpenAPI, and the service's independence from torch and training/."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import httpx
+
+from service.manifest import load_manifest
+from tests.service.conftest import ROOT, SHIPPED_MODELS
+
+
+def test_models_list_and_detail_come_from_the_manifests(client: httpx.Client) -> None:
+    listing = client.get("/v1/models").json()
+    assert listing["default"] == "mnist"
+    assert [m["name"] for m in listing["models"]] == ["fashion-mnist", "mnist"]
+    for name in ("mnist", "fashion-mnist"):
+        info = client.get(f"/v1/models/{name}").json()
+        manifest = load_manifest(SHIPPED_MODELS / name)
+        assert info["state"] == "ready" and info["provider"] == "CPUExecutionProvider"
+        assert info["version"] == manifest.version and info["codebook_size"] == manifest.codebook_size
+        assert info["code_dim"] == manifest.code_dim and info["grid"] == {"height": 7, "width": 7}
+        assert info["input"] == {"channels": 1, "height": 28, "width": 28, "scale": "pixel/255"}
+        assert info["metrics"] == manifest.metrics
+
+
+def test_docs_work_without_the_internet(client: httpx.Client) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert "cdn" not in page.text.lower() and "https://" not in page.text
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        assert f"/static/docs/{asset}" in page.text
+        served = client.get(f"/static/docs/{asset}")
+        assert served.status_code == 200 and len(served.content) > 10000
+    redoc = client.get("/redoc")
+    assert redoc.status_code == 200 and "https://" not in redoc.text
+
+
+def test_openapi_describes_every_endpoint(client: httpx.Client) -> None:
+    schema = client.get("/openapi.json").json()
+    paths = set(schema["paths"])
+    assert {"/encode", "/decode", "/v1/models", "/v1/models/{name}", "/v1/models/{name}/encode",
+            "/v1/models/{name}/decode", "/livez", "/healthz", "/readyz"} <= paths
+    encode_body = schema["paths"]["/encode"]["post"]["requestBody"]["content"]
+    assert {"multipart/form-data", "application/json", "image/png"} <= set(encode_body)
+    assert "413" in schema["paths"]["/encode"]["post"]["responses"]
+
+
+def test_service_never_imports_torch_or_training() -> None:
+    probe = (
+        "import sys, json\n"
+        "import service.__main__, service.main, service.codec, service.routes.codec\n"
+        "from fastapi.testclient import TestClient\n"
+        "from service.config import Settings\n"
+        "app = service.main.create_app(Settings())\n"
+        "with TestClient(app) as c:\n"
+        "    import time\n"
+        "    while c.get('/readyz').status_code != 200: time.sleep(0.05)\n"
+        "    c.post('/decode', json={'codes': [[1] * 7] * 7})\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'training', 'export'))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []

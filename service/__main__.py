@@ -10,6 +10,7 @@ import argparse
 import copy
 import os
 import sys
+import tempfile
 from typing import Any
 
 import uvicorn
@@ -38,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
             os.environ[f"VQVAE_{name.upper()}"] = str(value)
     get_settings.cache_clear()
     settings = get_settings()
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Each worker writes its metric samples here; /metrics in any worker sums them all.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="vqvae-metrics-")
     uvicorn.run(
         "service.main:create_app", factory=True, host=settings.host, port=settings.port,
         workers=settings.workers, log_level=settings.log_level, log_config=log_config(settings.log_level),

@@ -1,6 +1,7 @@
-"""The codec operations on decoded inputs, independent of HTTP: size policy, batching, PNG out.
+"""The codec operations on decoded inputs, independent of HTTP: size policy, image batches, PNG out.
 
-CPU-bound throughout (Pillow, numpy, onnxruntime): routes call these off the event loop.
+Small inputs are handled on the event loop (a thread hop costs more than decoding a 28×28 PNG);
+large ones go to the thread pool so that the loop keeps serving.
 """
 
 from __future__ import annotations
@@ -8,14 +9,16 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+from starlette.concurrency import run_in_threadpool
 
 from service.errors import ImageTooLarge, UnsupportedSize
 from service.imaging import decode_image, encode_png, resize_to, to_uint8
 from service.manifest import Manifest
 from service.payloads import ImageUpload
-from service.runtime import ModelRuntime
 
 Resize = Literal["native"] | None
+INLINE_BYTES = 64 * 1024  # encoded input bytes handled on the event loop
+INLINE_PIXELS = 16 * 28 * 28  # output pixels turned into PNGs on the event loop
 
 
 def accepted_sizes(m: Manifest) -> str:
@@ -65,12 +68,18 @@ def images_to_batch(m: Manifest, uploads: list[ImageUpload], resize: Resize, max
     return batch.astype(np.float32) / np.float32(255.0)
 
 
-def encode_uploads(model: ModelRuntime, uploads: list[ImageUpload], resize: Resize, max_pixels: int) -> np.ndarray:
-    """-> int64 codes (N, h, w)."""
-    return model.encode(images_to_batch(model.manifest, uploads, resize, max_pixels))
+async def decode_uploads(m: Manifest, uploads: list[ImageUpload], resize: Resize, max_pixels: int) -> np.ndarray:
+    if sum(len(u.data) for u in uploads) <= INLINE_BYTES:
+        return images_to_batch(m, uploads, resize, max_pixels)
+    return await run_in_threadpool(images_to_batch, m, uploads, resize, max_pixels)
 
 
-def decode_to_png(model: ModelRuntime, grids: np.ndarray) -> list[bytes]:
-    """int64 (N, h, w) -> one PNG per grid."""
-    images = to_uint8(model.decode(grids))  # (N, H, W, C) uint8
-    return [encode_png(image) for image in images]
+def pngs_of(images: np.ndarray) -> list[bytes]:
+    """float (N, C, H, W) in [0, 1] -> one PNG per image."""
+    return [encode_png(image) for image in to_uint8(images)]
+
+
+async def to_pngs(images: np.ndarray) -> list[bytes]:
+    if images.shape[0] * images.shape[2] * images.shape[3] <= INLINE_PIXELS:
+        return pngs_of(images)
+    return await run_in_threadpool(pngs_of, images)

@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     max_pixels: int = Field(4_000_000, ge=16, description="per image, after decoding")
     max_images: int = Field(256, ge=1, description="images (or code grids) per request")
 
+    # -- throughput (see BENCHMARKS.md for how these were chosen)
+    batching: Literal["on", "off"] = Field("on", description="coalesce concurrent requests into one run")
+    batch_max: int = Field(64, ge=1, le=1024, description="items per onnxruntime run")
+    batch_wait_ms: float = Field(0.0, ge=0, le=2.0, description="wait for company while a batch is not full")
+    queue_max_items: int = Field(1024, ge=1, description="items queued per model and graph before 429")
+    request_timeout_s: float = Field(10.0, gt=0, description="deadline for a request's inference (504 after)")
+
     # -- shutdown
     drain_seconds: float = Field(0.0, ge=0, description="after SIGTERM: keep serving (not ready) this long")
 

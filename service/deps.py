@@ -7,8 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 
 from service.config import Settings
-from service.registry import ModelRegistry
-from service.runtime import ModelRuntime
+from service.registry import ModelRegistry, ServedModel
 
 
 def settings_of(request: Request) -> Settings:
@@ -25,16 +24,16 @@ SettingsDep = Annotated[Settings, Depends(settings_of)]
 RegistryDep = Annotated[ModelRegistry, Depends(registry_of)]
 
 
-def default_model(registry: RegistryDep, settings: SettingsDep) -> ModelRuntime:
+def default_model(registry: RegistryDep, settings: SettingsDep) -> ServedModel:
     return registry.get(settings.default_model)
 
 
 ModelName = Annotated[str, Path(description="model name, e.g. mnist")]
 
 
-def named_model(registry: RegistryDep, name: ModelName) -> ModelRuntime:
+def named_model(registry: RegistryDep, name: ModelName) -> ServedModel:
     return registry.get(name)
 
 
-DefaultModelDep = Annotated[ModelRuntime, Depends(default_model)]
-NamedModelDep = Annotated[ModelRuntime, Depends(named_model)]
+DefaultModelDep = Annotated[ServedModel, Depends(default_model)]
+NamedModelDep = Annotated[ServedModel, Depends(named_model)]

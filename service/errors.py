@@ -13,6 +13,7 @@ class CodecError(Exception):
 
     status: int = 500
     code: str = "internal_error"
+    headers: dict[str, str] = {}  # noqa: RUF012 (read-only per class: extra response headers)
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -102,3 +103,14 @@ class InvalidCodes(CodecError):
 
 class ModelNotReady(CodecError):
     status, code = 503, "model_not_ready"
+
+
+class Overloaded(CodecError):
+    """The inference queue is full: refuse at once rather than queue into a slow collapse."""
+
+    status, code = 429, "overloaded"
+    headers = {"Retry-After": "1"}  # noqa: RUF012
+
+
+class DeadlineExceeded(CodecError):
+    status, code = 504, "deadline_exceeded"

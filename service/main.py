@@ -23,8 +23,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.config import Settings, get_settings
 from service.errors import CodecError, PayloadTooLarge
+from service.metrics import RequestMetrics
 from service.registry import ModelRegistry
-from service.routes import codec, health, models
+from service.routes import codec, health, metrics, models
 from service.shutdown import install_sigterm_drain
 
 log = logging.getLogger("service")
@@ -45,7 +46,7 @@ HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_lar
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(CodecError)
     async def on_codec_error(request: Request, exc: CodecError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message)
+        return error_response(exc.status, exc.code, exc.message, headers=exc.headers or None)
 
     @app.exception_handler(HTTPException)
     async def on_http_exception(request: Request, exc: HTTPException) -> JSONResponse:
@@ -147,6 +148,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     restore_signals()
     if loading is not None:
         await loading
+    await registry.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -156,7 +158,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     install_docs(app)
-    for router in (health.router, models.router, codec.router):
+    for router in (health.router, models.router, codec.router, metrics.router):
         app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics)  # outermost: counts every response, 413s included
     return app

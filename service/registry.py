@@ -2,20 +2,28 @@
 
 Every directory under models_dir is a configured model. Each is loaded (runtime.load_model) and
 ends either ready or failed with a reason; the service is ready only when every configured model
-is ready, the default model is among them, and shutdown has not begun.
+is ready, the default model is among them, and shutdown has not begun. A ready model is served
+through two micro-batchers (encode, decode) that share the process's single inference thread.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
+from service.batching import BatchPolicy, MicroBatcher, padded
 from service.config import Settings
+from service.cpus import threads_per_worker
 from service.errors import CodecError, ModelNotFound, ModelNotReady
-from service.runtime import ModelRuntime, load_model, usable_cpus
+from service.manifest import Manifest
+from service.metrics import BatchMetrics, model_ready
+from service.runtime import ModelRuntime, load_model
 
 log = logging.getLogger("service.models")
 
@@ -23,10 +31,31 @@ State = Literal["loading", "ready", "failed"]
 
 
 @dataclass
+class ServedModel:
+    runtime: ModelRuntime
+    encoder: MicroBatcher  # images (N, C, H, W) -> codes (N, h, w): encoder + quantizer graphs
+    decoder: MicroBatcher  # codes (N, h, w) -> images (N, C, H, W)
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.runtime.manifest
+
+    async def encode(self, images: np.ndarray) -> np.ndarray:
+        return await self.encoder.submit(images)
+
+    async def decode(self, codes: np.ndarray) -> np.ndarray:
+        return await self.decoder.submit(codes)
+
+
+@dataclass
 class ModelStatus:
     state: State = "loading"
     reason: str = ""
-    runtime: ModelRuntime | None = None
+    served: ServedModel | None = None
+
+    @property
+    def provider(self) -> str | None:
+        return self.served.runtime.provider if self.served else None
 
 
 @dataclass
@@ -36,11 +65,14 @@ class ModelRegistry:
     problem: str = ""  # a service-wide reason not to be ready (e.g. no models directory)
     loaded: bool = False
     shutting_down: bool = False
+    # One inference thread: sessions already use every usable CPU; two runs at once would only contend.
+    executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference"))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def threads_per_session(self) -> int:
-        return self.settings.threads or max(1, usable_cpus() // self.settings.workers)
+        return self.settings.threads or threads_per_worker(self.settings.workers)
 
     def discover(self) -> None:
         root = self.settings.models_dir
@@ -53,20 +85,39 @@ class ModelRegistry:
             self.problem = f"no models in {root.name!r}"
         self.models = {name: ModelStatus() for name in names}
 
+    def _serve(self, runtime: ModelRuntime) -> ServedModel:
+        s = self.settings
+        policy = BatchPolicy(coalesce=s.batching == "on", max_batch=s.batch_max, max_wait=s.batch_wait_ms / 1000,
+                             max_queue=s.queue_max_items)
+
+        def batcher(run: object, graph: str) -> MicroBatcher:
+            return MicroBatcher(padded(run, s.batch_max), self.executor, policy,  # type: ignore[arg-type]
+                                BatchMetrics(runtime.name, graph))
+
+        return ServedModel(runtime, batcher(runtime.encode, "encode"), batcher(runtime.decode, "decode"))
+
     def load_all(self) -> None:
         """Load every discovered model; a failure marks that model failed and never serves it."""
         for name, status in self.models.items():
             try:
                 runtime = load_model(Path(self.settings.models_dir) / name, self.settings.providers,
-                                     self.threads_per_session, self.settings.warmup_runs)
+                                     self.threads_per_session, self.settings.warmup_runs, self.settings.batch_max)
             except CodecError as exc:
                 log.error("model %s not served: %s", name, exc.message)
                 with self._lock:
                     status.state, status.reason = "failed", exc.message
                 continue
             with self._lock:
-                status.state, status.runtime = "ready", runtime
+                status.state, status.served = "ready", self._serve(runtime)
+            model_ready(name, runtime.manifest.version, runtime.provider)
         self.loaded = True
+
+    async def close(self) -> None:
+        for status in self.models.values():
+            if status.served:
+                await status.served.encoder.close()
+                await status.served.decoder.close()
+        self.executor.shutdown(wait=True)
 
     def begin_shutdown(self) -> None:
         self.shutting_down = True
@@ -94,10 +145,10 @@ class ModelRegistry:
             raise ModelNotFound(f"no model named {name[:64]!r}; available models: {known}")
         return status
 
-    def get(self, name: str) -> ModelRuntime:
-        """The ready runtime of `name`; ModelNotFound (404) or ModelNotReady (503) otherwise."""
+    def get(self, name: str) -> ServedModel:
+        """The served model `name`; ModelNotFound (404) or ModelNotReady (503) otherwise."""
         status = self.status(name)
-        if status.runtime is None:
+        if status.served is None:
             detail = "is still loading" if status.state == "loading" else "failed to load and is not served"
             raise ModelNotReady(f"model {name!r} {detail}; see /readyz")
-        return status.runtime
+        return status.served

@@ -9,7 +9,6 @@ warm-up inferences whose output shapes match what the manifest promises.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -32,11 +31,6 @@ def provider_list(choice: ProviderChoice, available: list[str]) -> list[str]:
     if choice == "cpu" or (choice == "auto" and CUDA not in available):
         return [CPU]
     return [CUDA, CPU]  # CPU stays as the fallback for ops CUDA lacks; the active check catches a full fallback
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (affinity), not the host's core count."""
-    return len(os.sched_getaffinity(0))
 
 
 def session_options(threads: int) -> ort.SessionOptions:
@@ -89,11 +83,13 @@ class ModelRuntime:
         images: np.ndarray = self.sessions["decoder"].run(["image"], {"indices": indices})[0]
         return images
 
-    def warm_up(self, runs: int) -> None:
-        """Run the native size end to end; the shapes must be the manifest's, or the manifest lies."""
+    def warm_up(self, runs: int, max_batch: int) -> None:
+        """Run the native size end to end, at every batch bucket once (so memory reaches its steady
+        state before serving) and `runs` times at batch 1; shapes must be the manifest's."""
         m = self.manifest
-        blank = np.zeros((1, m.input.channels, m.input.height, m.input.width), np.float32)
-        for _ in range(runs):
+        sizes = [1 << i for i in range(max_batch.bit_length()) if 1 << i < max_batch] + [max_batch] + [1] * runs
+        for n in sizes:
+            blank = np.zeros((n, m.input.channels, m.input.height, m.input.width), np.float32)
             indices = self.encode(blank)
             images = self.decode(indices)
         expected_grid = (1, m.grid.height, m.grid.width)
@@ -107,7 +103,8 @@ class ModelRuntime:
             raise ModelLoadError(f"{m.name}: graphs produce {indices.dtype} indices and {images.dtype} images")
 
 
-def load_model(model_dir: Path, providers: ProviderChoice, threads: int, warmup_runs: int) -> ModelRuntime:
+def load_model(model_dir: Path, providers: ProviderChoice, threads: int, warmup_runs: int,
+               max_batch: int = 64) -> ModelRuntime:
     """Every check in order; raises a ModelLoadError subclass naming the first failure."""
     manifest = load_manifest(model_dir)
     verify_files(manifest, model_dir)
@@ -130,7 +127,7 @@ def load_model(model_dir: Path, providers: ProviderChoice, threads: int, warmup_
         )
     runtime = ModelRuntime(manifest=manifest, sessions=sessions, provider=active)
     try:
-        runtime.warm_up(warmup_runs)
+        runtime.warm_up(warmup_runs, max_batch)
     except ModelLoadError:
         raise
     except Exception as exc:  # a graph that loads but cannot run the native size

@@ -124,7 +124,7 @@ class VQVAE(nn.Module):
         """(N, C, H, W) in [0, 1] -> recon (N, C, H, W), indices (N, H/4, W/4), losses."""
         z_e = self.encoder(x)  # (N, D, H/4, W/4)
         z_q, indices, q_losses = self.quantizer(z_e)
-        recon = self.decoder(z_q)  # (N, C, H, W)
+        recon = self.decoder(z_q).float()  # (N, C, H, W); float32 also when the decoder ran in bf16
         losses = ModelLosses(F.mse_loss(recon, x), q_losses.codebook, q_losses.commitment)
         return recon, indices, losses
 

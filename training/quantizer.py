@@ -143,7 +143,14 @@ class VectorQuantizer(nn.Module):
     # -- training ----------------------------------------------------------------------------
 
     def forward(self, z_e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, QuantizerLosses]:
-        """(N, D, h, w) -> straight-through z_q (N, D, h, w), indices (N, h, w), losses."""
+        """(N, D, h, w) -> straight-through z_q (N, D, h, w), indices (N, h, w), losses.
+
+        Always float32, also under bf16 autocast: distances, argmin and EMA need the precision.
+        """
+        with torch.autocast(device_type=z_e.device.type, enabled=False):
+            return self._forward_fp32(z_e.float())
+
+    def _forward_fp32(self, z_e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, QuantizerLosses]:
         flat = z_e.detach().permute(0, 2, 3, 1).reshape(-1, self.dim)  # (M, D)
         if self.training and not bool(self.initialised):
             self._initialise_from(flat)

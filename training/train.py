@@ -52,6 +52,7 @@ class TrainConfig:
     resume: bool = False
     stop_after: int | None = None  # stop at this step as if interrupted (schedule still targets max_steps)
     threads: int | None = None  # per rank; default: usable CPUs / local ranks
+    amp: bool = False  # bf16 autocast for encoder and decoder (the quantizer always runs in float32)
     device: str = "auto"  # auto | cpu | cuda
     progress: bool = True
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -176,10 +177,11 @@ class MetricsLog:
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-               lr: float) -> tuple[dict[str, float], torch.Tensor]:
+               lr: float, amp: bool) -> tuple[dict[str, float], torch.Tensor]:
     for group in optimizer.param_groups:
         group["lr"] = lr
-    _, indices, losses = model(x)  # recon (B, 1, 28, 28), indices (B, 7, 7), ModelLosses
+    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=amp):
+        _, indices, losses = model(x)  # recon (B, 1, 28, 28), indices (B, 7, 7), ModelLosses
     optimizer.zero_grad(set_to_none=True)
     losses.total.backward()
     optimizer.step()
@@ -222,7 +224,7 @@ def main(cfg: TrainConfig) -> TrainResult:
     while step < end:
         x = train_images[order.indices(step)].to(rt.device).float().div_(255)
         x = x.contiguous(memory_format=torch.channels_last)  # (B, 1, 28, 28)
-        stats, indices = train_step(wrapped, optimizer, x, learning_rate(cfg, step))
+        stats, indices = train_step(wrapped, optimizer, x, learning_rate(cfg, step), cfg.amp)
         step += 1
         bar.update(1)
         if step % cfg.log_interval == 0 or step == end:

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
-from typing import Annotated, Any
+from collections.abc import Awaitable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
 
-from service.codec import Resize, check_grid_size, decode_to_png, encode_uploads
+from service.codec import Resize, check_grid_size, decode_uploads, to_pngs
 from service.deps import DefaultModelDep, NamedModelDep, SettingsDep
-from service.errors import UnsupportedMediaType
+from service.errors import DeadlineExceeded, UnsupportedMediaType
 from service.payloads import RAW_IMAGE_TYPES, media_type, parse_code_grids, parse_json, read_images
-from service.runtime import ModelRuntime
+from service.registry import ServedModel
 from service.schemas import ERROR_RESPONSES, DecodeResponse, EncodeResponse
 
 router = APIRouter(tags=["codec"])
@@ -60,10 +61,24 @@ DECODE_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def encode(request: Request, model: ModelRuntime, settings: SettingsDep, resize: Resize) -> JSONResponse:
+T = TypeVar("T")
+
+
+async def within_deadline(work: Awaitable[T], seconds: float) -> T:
+    """Await `work`, or give 504 after `seconds` (the queued work is then skipped, not run)."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await work
+    except TimeoutError as exc:
+        raise DeadlineExceeded(f"the request did not finish within {seconds:g} s; the server is busy, "
+                               "retry later or send fewer images per request") from exc
+
+
+async def encode(request: Request, model: ServedModel, settings: SettingsDep, resize: Resize) -> JSONResponse:
     uploads = await read_images(request, settings.max_images, settings.max_body_bytes)
-    codes = await run_in_threadpool(encode_uploads, model, uploads, resize, settings.max_pixels)
     m = model.manifest
+    images = await decode_uploads(m, uploads, resize, settings.max_pixels)  # (N, C, H, W) float32
+    codes = await within_deadline(model.encode(images), settings.request_timeout_s)  # (N, h, w) int64
     return JSONResponse({"model": m.name, "version": m.version, "codebook_size": m.codebook_size,
                          "grid": list(codes.shape[1:]), "codes": codes.tolist()})
 
@@ -83,13 +98,14 @@ def prefers_png(accept: str) -> bool:
     return quality.get("image/png", 0.0) > 0 and quality["image/png"] >= quality.get("application/json", 0.0)
 
 
-async def decode(request: Request, model: ModelRuntime, settings: SettingsDep) -> Response:
+async def decode(request: Request, model: ServedModel, settings: SettingsDep) -> Response:
     if media_type(request) != "application/json":
         raise UnsupportedMediaType('send the codes as application/json {"codes": [[...], ...]}')
     m = model.manifest
     grids, single = parse_code_grids(parse_json(await request.body()), m.codebook_size, settings.max_images)
     check_grid_size(m, grids.shape[1], grids.shape[2], settings.max_pixels)
-    pngs = await run_in_threadpool(decode_to_png, model, grids)
+    images = await within_deadline(model.decode(grids), settings.request_timeout_s)  # (N, C, H, W) float32
+    pngs = await to_pngs(images)
     if single and prefers_png(request.headers.get("accept", "")):
         return Response(pngs[0], media_type="image/png")
     return JSONResponse({"model": m.name, "version": m.version,

@@ -21,7 +21,7 @@ async def livez() -> dict[str, str]:
             summary="Readiness: every model loaded, verified, warmed up, on the requested provider")
 async def readyz(registry: RegistryDep) -> JSONResponse:
     models = {
-        name: {"state": s.state, "provider": s.runtime.provider if s.runtime else None, "reason": s.reason}
+        name: {"state": s.state, "provider": s.provider, "reason": s.reason}
         for name, s in registry.models.items()
     }
     reasons = registry.not_ready_reasons()

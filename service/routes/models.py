@@ -15,13 +15,13 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 
 def describe(name: str, status: ModelStatus) -> dict[str, Any]:
     info: dict[str, Any] = {"name": name, "state": status.state, "reason": status.reason}
-    if status.runtime is not None:
-        m = status.runtime.manifest
+    if status.served is not None:
+        m = status.served.manifest
         info |= {
             "version": m.version, "codebook_size": m.codebook_size, "code_dim": m.code_dim,
             "downsample": m.downsample, "fully_convolutional": m.fully_convolutional,
             "grid": m.grid.model_dump(), "input": m.input.model_dump(), "metrics": m.metrics,
-            "provider": status.runtime.provider,
+            "provider": status.provider,
         }
     return info
 

@@ -1,0 +1,168 @@
+"""Dynamic micro-batching: concurrent requests' inputs coalesced into one onnxruntime run.
+
+One MicroBatcher per model and graph ("encode" = encoder + quantizer, "decode"). Requests submit
+their inputs (N, ...) and await their own slice of the batch output, in order. The loop takes
+queued jobs of the same trailing shape, up to max_batch items, optionally waiting up to max_wait
+for more to arrive, and runs them on the single inference thread (sessions already use every
+usable CPU, so inference never runs two at a time). With coalescing off every job runs alone,
+through the same queue, bounds and metrics.
+
+Backpressure: the queue holds at most max_queue items; beyond that submit raises Overloaded (429)
+at once. A waiter that is cancelled (deadline, client gone) is skipped; the batch goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from service.errors import Overloaded
+
+RunFn = Callable[[np.ndarray], np.ndarray]
+
+
+class BatchObserver(Protocol):
+    def batch_ran(self, size: int, queue_waits: list[float]) -> None: ...
+    def rejected(self) -> None: ...
+
+
+@dataclass(eq=False)
+class _Job:
+    inputs: np.ndarray  # (n, ...) with n <= max_batch
+    future: asyncio.Future[np.ndarray]
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class BatchPolicy:
+    coalesce: bool = True
+    max_batch: int = 64
+    max_wait: float = 0.0  # seconds to wait for company when fewer than max_batch items are queued
+    max_queue: int = 1024  # items waiting (not yet running) before new work is refused
+
+
+def bucket(n: int, max_batch: int) -> int:
+    """The padded batch size: the next power of two, capped at max_batch (a small fixed set of shapes)."""
+    size = 1
+    while size < n:
+        size *= 2
+    return min(size, max(max_batch, n))
+
+
+def padded(run: RunFn, max_batch: int) -> RunFn:
+    """Run on batches padded to bucket sizes, so onnxruntime sees few shapes and memory stays flat."""
+
+    def run_padded(batch: np.ndarray) -> np.ndarray:
+        n = len(batch)
+        size = bucket(n, max_batch)
+        if size > n:
+            batch = np.concatenate([batch, np.zeros((size - n, *batch.shape[1:]), batch.dtype)])
+        return run(batch)[:n]
+
+    return run_padded
+
+
+class MicroBatcher:
+    def __init__(self, run: RunFn, executor: Executor, policy: BatchPolicy, observer: BatchObserver) -> None:
+        self.run, self.executor, self.policy, self.observer = run, executor, policy, observer
+        self._queue: deque[_Job] = deque()
+        self._queued_items = 0
+        self._arrived = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def queued_items(self) -> int:
+        return self._queued_items
+
+    async def submit(self, inputs: np.ndarray) -> np.ndarray:
+        """(N, ...) -> the run's output for these N items, in order; Overloaded when the queue is full."""
+        n, limit = len(inputs), self.policy.max_batch
+        if self._queued_items + n > self.policy.max_queue:
+            self.observer.rejected()
+            raise Overloaded(f"server busy: {self._queued_items} items queued; retry shortly")
+        if self._task is None:
+            self._task = asyncio.create_task(self._serve())
+        loop = asyncio.get_running_loop()
+        jobs = [_Job(inputs[i : i + limit], loop.create_future()) for i in range(0, n, limit)]
+        self._queue.extend(jobs)
+        self._queued_items += n
+        self._arrived.set()
+        parts = [await job.future for job in jobs]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                self._arrived.clear()
+                await self._arrived.wait()
+            await self._wait_for_company()
+            jobs, waits = self._take()
+            if not jobs:
+                continue
+            batch = jobs[0].inputs if len(jobs) == 1 else np.concatenate([j.inputs for j in jobs])
+            self.observer.batch_ran(len(batch), waits)
+            try:
+                outputs = await loop.run_in_executor(self.executor, self.run, batch)
+            except Exception as exc:  # the run failed: every job in it gets the error
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+                continue
+            offset = 0
+            for job in jobs:
+                n = len(job.inputs)
+                if not job.future.done():  # a cancelled waiter is simply skipped
+                    job.future.set_result(outputs[offset : offset + n])
+                offset += n
+
+    async def _wait_for_company(self) -> None:
+        """Wait up to max_wait past the oldest job's arrival while the batch is not full."""
+        policy = self.policy
+        if not policy.coalesce or policy.max_wait <= 0:
+            return
+        deadline = self._queue[0].enqueued + policy.max_wait
+        while self._queued_items < policy.max_batch and (remaining := deadline - time.monotonic()) > 0:
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _take(self) -> tuple[list[_Job], list[float]]:
+        """Pop the oldest live job and (when coalescing) later jobs of its shape, up to max_batch items."""
+        taken: list[_Job] = []
+        kept: deque[_Job] = deque()
+        items = 0
+        now = time.monotonic()
+        while self._queue:
+            job = self._queue.popleft()
+            n = len(job.inputs)
+            if job.future.done():  # cancelled while queued
+                self._queued_items -= n
+                continue
+            fits = not taken or (self.policy.coalesce and job.inputs.shape[1:] == taken[0].inputs.shape[1:]
+                                 and items + n <= self.policy.max_batch)
+            if fits:
+                taken.append(job)
+                items += n
+                self._queued_items -= n
+            else:
+                kept.append(job)
+            if taken and (not self.policy.coalesce or items == self.policy.max_batch):
+                break
+        kept.extend(self._queue)
+        self._queue = kept
+        return taken, [now - job.enqueued for job in taken]

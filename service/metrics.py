@@ -1,0 +1,98 @@
+"""Prometheus metrics for /metrics.
+
+Multiprocess-safe: with several workers, `python -m service` points PROMETHEUS_MULTIPROC_DIR at a
+fresh directory before the workers start, each worker writes its samples there, and /metrics
+aggregates them (prometheus_client's multiprocess mode).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+REQUESTS = Counter("vqvae_requests_total", "HTTP requests by route template, method and status",
+                   ["route", "method", "status"])
+LATENCY = Histogram("vqvae_request_duration_seconds", "HTTP request latency by route template", ["route"],
+                    buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10))
+IN_FLIGHT = Gauge("vqvae_requests_in_flight", "HTTP requests being served", multiprocess_mode="livesum")
+QUEUE_WAIT = Histogram("vqvae_queue_wait_seconds", "Time inputs waited in the batching queue", ["model", "graph"],
+                       buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1))
+BATCH_SIZE = Histogram("vqvae_batch_size", "Items per onnxruntime run", ["model", "graph"],
+                       buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+REJECTED = Counter("vqvae_rejected_total", "Requests refused with 429 because the queue was full",
+                   ["model", "graph"])
+PROVIDER = Gauge("vqvae_model_provider_info", "1 per ready model, labelled with its active execution provider",
+                 ["model", "version", "provider"], multiprocess_mode="max")
+
+
+class BatchMetrics:
+    """The observer a MicroBatcher reports to."""
+
+    def __init__(self, model: str, graph: str) -> None:
+        self._wait = QUEUE_WAIT.labels(model, graph)
+        self._size = BATCH_SIZE.labels(model, graph)
+        self._rejected = REJECTED.labels(model, graph)
+
+    def batch_ran(self, size: int, queue_waits: list[float]) -> None:
+        self._size.observe(size)
+        for wait in queue_waits:
+            self._wait.observe(wait)
+
+    def rejected(self) -> None:
+        self._rejected.inc()
+
+
+def model_ready(model: str, version: str, provider: str) -> None:
+    PROVIDER.labels(model, version, provider).set(1)
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text exposition of every metric; aggregated over workers in multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+class RequestMetrics:
+    """Pure ASGI middleware: count, time and gauge every HTTP request by its route template."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        IN_FLIGHT.inc()
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            IN_FLIGHT.dec()
+            route: Any = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"  # never the raw URL: bounded labels
+            REQUESTS.labels(template, scope["method"], str(status)).inc()
+            LATENCY.labels(template).observe(time.perf_counter() - started)

@@ -21,6 +21,7 @@ import torch
 
 from export.graphs import OPSET, export_graph, graph_specs, write_metadata
 from export.parity import ParityReport, check_parity
+from service.codec.entropy import COUNTS_FILE, count_codes, save_counts
 from service.manifest import (
     GRAPHS,
     MANIFEST_NAME,
@@ -39,6 +40,7 @@ from training.model import DOWNSAMPLE, VQVAE
 
 PLACEHOLDER_SHA = "0" * 64
 GRID_PREVIEW = "reconstructions.png"
+WEIGHTS = "checkpoint.pt"
 
 
 def draft_manifest(ckpt: dict[str, Any], model: VQVAE, name: str, version: str) -> Manifest:
@@ -71,10 +73,30 @@ def build_graphs(model: VQVAE, draft: Manifest, scratch: Path) -> dict[str, Path
     return paths
 
 
-def finalise_manifest(draft: Manifest, paths: dict[str, Path], report: ParityReport,
+@torch.no_grad()
+def training_code_counts(model: VQVAE, train_images: np.ndarray, path: Path) -> None:
+    """Code frequencies over the training set (per grid position and overall) -> the entropy model file."""
+    _, codes = reconstruct(model, train_images)  # (N, 7, 7)
+    positional, overall = count_codes(codes, model.cfg.codebook_size)
+    save_counts(path, positional, overall)
+
+
+def save_weights(ckpt: dict[str, Any], path: Path) -> None:
+    """The checkpoint without optimiser and RNG state: enough to rebuild the exact PyTorch model."""
+    keep = ("format_version", "config", "model", "step", "seconds", "command", "metrics")
+    torch.save({k: ckpt[k] for k in keep if k in ckpt}, path)
+
+
+def file_spec(path: Path) -> FileSpec:
+    return FileSpec(path=path.name, sha256=sha256_of(path))
+
+
+def finalise_manifest(draft: Manifest, paths: dict[str, Path], scratch: Path, report: ParityReport,
                       metrics: dict[str, Any]) -> Manifest:
-    files = FilesSpec(**{g: FileSpec(path=paths[g].name, sha256=sha256_of(paths[g])) for g in GRAPHS})
-    return draft.model_copy(update={"files": files, "metrics": metrics, "parity": report.as_dict()})
+    files = FilesSpec(**{g: file_spec(paths[g]) for g in GRAPHS})
+    return draft.model_copy(update={"files": files, "metrics": metrics, "parity": report.as_dict(),
+                                    "entropy_model": file_spec(scratch / COUNTS_FILE),
+                                    "pytorch": file_spec(scratch / WEIGHTS)})
 
 
 def publish(scratch: Path, out_dir: Path, manifest: Manifest) -> None:
@@ -103,7 +125,9 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, name: str | None = None, 
         metrics = {"dataset": dataset, "split": "test", **evaluate_model(model, test_images)}
         recon, _ = reconstruct(model, test_images[:64])
         save_reconstruction_grid(test_images[:64], recon, scratch / GRID_PREVIEW)
-        manifest = finalise_manifest(draft, paths, report, metrics)
+        save_weights(ckpt, scratch / WEIGHTS)
+        training_code_counts(model, load_split(dataset, "train", data_dir)[0], scratch / COUNTS_FILE)
+        manifest = finalise_manifest(draft, paths, scratch, report, metrics)
         publish(scratch, out_dir, manifest)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -101,6 +101,12 @@ class InvalidCodes(CodecError):
     status, code = 422, "invalid_codes"
 
 
+class InvalidStream(CodecError):
+    """A packed or entropy-coded stream that is malformed, truncated, corrupt or from another model."""
+
+    status, code = 422, "invalid_stream"
+
+
 class ModelNotReady(CodecError):
     status, code = 503, "model_not_ready"
 

@@ -81,6 +81,10 @@ class Manifest(_Strict):
     training: TrainingSpec
     parity: dict[str, Any] = Field(default_factory=dict)
     producer: dict[str, str] = Field(default_factory=dict)
+    # Code frequencies over the training set, for entropy-coded streams (served; verified like the graphs).
+    entropy_model: FileSpec | None = None
+    # The PyTorch weights the graphs were exported from (research, benchmarks); never served.
+    pytorch: FileSpec | None = None
 
     def file(self, graph: str) -> FileSpec:
         spec: FileSpec = getattr(self.files, graph)
@@ -128,13 +132,20 @@ def load_manifest(model_dir: Path) -> Manifest:
     return manifest
 
 
+def served_files(manifest: Manifest) -> dict[str, FileSpec]:
+    """Every file the service reads: the three graphs and, when shipped, the entropy model."""
+    files = {graph: manifest.file(graph) for graph in GRAPHS}
+    if manifest.entropy_model is not None:
+        files["entropy model"] = manifest.entropy_model
+    return files
+
+
 def verify_files(manifest: Manifest, model_dir: Path) -> None:
-    """Check every listed file exists and matches its sha256; raises IntegrityError otherwise."""
-    for graph in GRAPHS:
-        spec = manifest.file(graph)
+    """Check every served file exists and matches its sha256; raises IntegrityError otherwise."""
+    for role, spec in served_files(manifest).items():
         path = model_dir / spec.path
         if not path.is_file():
-            raise IntegrityError(f"{manifest.name}: {graph} file {spec.path} is missing")
+            raise IntegrityError(f"{manifest.name}: {role} file {spec.path} is missing")
         found = sha256_of(path)
         if found != spec.sha256:
             raise IntegrityError(

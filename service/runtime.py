@@ -16,6 +16,7 @@ from typing import Literal
 import numpy as np
 import onnxruntime as ort
 
+from service.codec.entropy import EntropyModel
 from service.errors import ModelLoadError, ProviderError
 from service.manifest import GRAPH_IO, GRAPHS, METADATA_PREFIX, Manifest, load_manifest, verify_files
 
@@ -67,6 +68,7 @@ class ModelRuntime:
     manifest: Manifest
     sessions: dict[str, ort.InferenceSession]
     provider: str  # the provider onnxruntime really runs, e.g. CPUExecutionProvider
+    entropy: EntropyModel | None = None  # for entropy-coded streams, when the model ships one
 
     @property
     def name(self) -> str:
@@ -103,6 +105,18 @@ class ModelRuntime:
             raise ModelLoadError(f"{m.name}: graphs produce {indices.dtype} indices and {images.dtype} images")
 
 
+def _load_entropy(manifest: Manifest, model_dir: Path) -> EntropyModel | None:
+    if manifest.entropy_model is None:
+        return None
+    try:
+        model = EntropyModel.load(model_dir / manifest.entropy_model.path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"{manifest.name}: {manifest.entropy_model.path} is not a valid entropy model") from exc
+    if model.codebook_size != manifest.codebook_size or model.grid != (manifest.grid.height, manifest.grid.width):
+        raise ModelLoadError(f"{manifest.name}: the entropy model's shape disagrees with model.json")
+    return model
+
+
 def load_model(model_dir: Path, providers: ProviderChoice, threads: int, warmup_runs: int,
                max_batch: int = 64) -> ModelRuntime:
     """Every check in order; raises a ModelLoadError subclass naming the first failure."""
@@ -125,7 +139,8 @@ def load_model(model_dir: Path, providers: ProviderChoice, threads: int, warmup_
             f"{manifest.name}: VQVAE_PROVIDERS=cuda but onnxruntime runs {active} "
             f"(available: {', '.join(ort.get_available_providers())}); install onnxruntime-gpu and expose a GPU"
         )
-    runtime = ModelRuntime(manifest=manifest, sessions=sessions, provider=active)
+    runtime = ModelRuntime(manifest=manifest, sessions=sessions, provider=active,
+                           entropy=_load_entropy(manifest, model_dir))
     try:
         runtime.warm_up(warmup_runs, max_batch)
     except ModelLoadError:

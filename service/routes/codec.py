@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Awaitable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
+import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from service.codec import Resize, check_grid_size, decode_uploads, to_pngs
+from service.codec import Header, Kind, decode_stream, encode_stream
 from service.deps import DefaultModelDep, NamedModelDep, SettingsDep
-from service.errors import DeadlineExceeded, UnsupportedMediaType
+from service.errors import DeadlineExceeded, TooManyImages, UnsupportedMediaType
 from service.payloads import RAW_IMAGE_TYPES, media_type, parse_code_grids, parse_json, read_images
+from service.pipeline import Resize, check_grid_size, decode_uploads, to_pngs
 from service.registry import ServedModel
 from service.schemas import ERROR_RESPONSES, DecodeResponse, EncodeResponse
 
@@ -22,6 +24,11 @@ router = APIRouter(tags=["codec"])
 ResizeQuery = Annotated[
     Resize, Query(description="`native`: resize every image to the model's native size before encoding")
 ]
+OutputFormat = Literal["json", "packed", "entropy"]
+FormatQuery = Annotated[OutputFormat, Query(
+    description="`json` (default): lists of ints; `packed`: ceil(log2 K) bits per code; `entropy`: range-coded. "
+                "Both binary formats are application/octet-stream streams that /decode accepts")]
+STREAM_KINDS = {"packed": Kind.PACKED, "entropy": Kind.ENTROPY}
 
 _binary = {"type": "string", "format": "binary"}
 ENCODE_BODY: dict[str, Any] = {
@@ -30,18 +37,20 @@ ENCODE_BODY: dict[str, Any] = {
         "content": {
             "multipart/form-data": {
                 "schema": {"type": "object", "required": ["images"],
-                           "properties": {"images": {"type": "array", "items": _binary}}},
+                           "properties": {"images": {"type": "array", "items": _binary, "minItems": 1}}},
             },
             "application/json": {
                 "schema": {"type": "object", "required": ["images"],
                            "properties": {"images": {"type": "array", "items": {"type": "string", "format": "byte"},
+                                                     "minItems": 1,
                                                      "description": "base64 images (data: URLs allowed)"}}},
             },
             **{kind: {"schema": _binary} for kind in RAW_IMAGE_TYPES},
         },
     }
 }
-_grid = {"type": "array", "items": {"type": "array", "items": {"type": "integer", "minimum": 0}}}
+_grid = {"type": "array", "minItems": 1, "description": "rows of equal length; codes in [0, codebook_size)",
+         "items": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}}}
 DECODE_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -50,9 +59,15 @@ DECODE_BODY: dict[str, Any] = {
                 "schema": {"type": "object", "required": ["codes"], "properties": {
                     "codes": {"oneOf": [_grid, {"type": "array", "items": _grid}],
                               "description": "one h×w grid of code indices, or a list of grids"}}},
-            }
+            },
+            "application/octet-stream": {"schema": _binary},
         },
     }
+}
+ENCODE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/octet-stream": {"schema": _binary}},
+          "description": "JSON codes; a binary stream with ?format=packed or ?format=entropy"},
+    **ERROR_RESPONSES,
 }
 DECODE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/png": {"schema": _binary}},
@@ -74,11 +89,15 @@ async def within_deadline(work: Awaitable[T], seconds: float) -> T:
                                "retry later or send fewer images per request") from exc
 
 
-async def encode(request: Request, model: ServedModel, settings: SettingsDep, resize: Resize) -> JSONResponse:
+async def encode(request: Request, model: ServedModel, settings: SettingsDep, resize: Resize,
+                 output: OutputFormat) -> Response:
     uploads = await read_images(request, settings.max_images, settings.max_body_bytes)
     m = model.manifest
     images = await decode_uploads(m, uploads, resize, settings.max_pixels)  # (N, C, H, W) float32
     codes = await within_deadline(model.encode(images), settings.request_timeout_s)  # (N, h, w) int64
+    if output != "json":
+        stream = encode_stream(codes, STREAM_KINDS[output], m, model.runtime.entropy)
+        return Response(stream, media_type="application/octet-stream")
     return JSONResponse({"model": m.name, "version": m.version, "codebook_size": m.codebook_size,
                          "grid": list(codes.shape[1:]), "codes": codes.tolist()})
 
@@ -98,11 +117,28 @@ def prefers_png(accept: str) -> bool:
     return quality.get("image/png", 0.0) > 0 and quality["image/png"] >= quality.get("application/json", 0.0)
 
 
-async def decode(request: Request, model: ServedModel, settings: SettingsDep) -> Response:
-    if media_type(request) != "application/json":
-        raise UnsupportedMediaType('send the codes as application/json {"codes": [[...], ...]}')
+def grids_from_stream(body: bytes, model: ServedModel, settings: SettingsDep) -> np.ndarray:
     m = model.manifest
-    grids, single = parse_code_grids(parse_json(await request.body()), m.codebook_size, settings.max_images)
+
+    def within_limits(header: Header) -> None:
+        if header.count > settings.max_images:
+            raise TooManyImages(f"{header.count} grids in the stream; the limit is {settings.max_images}")
+        check_grid_size(m, header.height, header.width, settings.max_pixels)
+
+    return decode_stream(body, m, model.runtime.entropy, within_limits)
+
+
+async def decode(request: Request, model: ServedModel, settings: SettingsDep) -> Response:
+    m = model.manifest
+    kind = media_type(request)
+    if kind == "application/octet-stream":
+        grids = grids_from_stream(await request.body(), model, settings)
+        single = len(grids) == 1
+    elif kind == "application/json":
+        grids, single = parse_code_grids(parse_json(await request.body()), m.codebook_size, settings.max_images)
+    else:
+        raise UnsupportedMediaType('send application/json {"codes": [[...], ...]} or an application/octet-stream '
+                                   "stream from /encode?format=packed|entropy")
     check_grid_size(m, grids.shape[1], grids.shape[2], settings.max_pixels)
     images = await within_deadline(model.decode(grids), settings.request_timeout_s)  # (N, C, H, W) float32
     pngs = await to_pngs(images)
@@ -112,18 +148,18 @@ async def decode(request: Request, model: ServedModel, settings: SettingsDep) ->
                          "images": [base64.b64encode(png).decode("ascii") for png in pngs]})
 
 
-@router.post("/encode", response_model=EncodeResponse, responses=ERROR_RESPONSES, openapi_extra=ENCODE_BODY,
+@router.post("/encode", response_model=EncodeResponse, responses=ENCODE_RESPONSES, openapi_extra=ENCODE_BODY,
              summary="Encode images to code grids with the default model")
 async def encode_default(request: Request, model: DefaultModelDep, settings: SettingsDep,
-                         resize: ResizeQuery = None) -> JSONResponse:
-    return await encode(request, model, settings, resize)
+                         resize: ResizeQuery = None, format: FormatQuery = "json") -> Response:
+    return await encode(request, model, settings, resize, format)
 
 
-@router.post("/v1/models/{name}/encode", response_model=EncodeResponse, responses=ERROR_RESPONSES,
+@router.post("/v1/models/{name}/encode", response_model=EncodeResponse, responses=ENCODE_RESPONSES,
              openapi_extra=ENCODE_BODY, summary="Encode images to code grids with a named model")
 async def encode_named(request: Request, model: NamedModelDep, settings: SettingsDep,
-                       resize: ResizeQuery = None) -> JSONResponse:
-    return await encode(request, model, settings, resize)
+                       resize: ResizeQuery = None, format: FormatQuery = "json") -> Response:
+    return await encode(request, model, settings, resize, format)
 
 
 @router.post("/decode", response_model=DecodeResponse, responses=DECODE_RESPONSES, openapi_extra=DECODE_BODY,

@@ -181,3 +181,13 @@ def test_export_cli_reports_parity_and_metrics(checkpoint: Path, data_dir: Path,
     text = capsys.readouterr().out
     assert "parity on 300 test images" in text and "codes used" in text
     assert load_manifest(out).name == "digits"
+
+
+def test_the_pytorch_weights_are_published_with_the_graphs(exported: Path, model: VQVAE, mnist_test) -> None:  # type: ignore[no-untyped-def]
+    manifest = load_manifest(exported)
+    assert manifest.pytorch is not None and manifest.pytorch.sha256 == sha256_of(exported / manifest.pytorch.path)
+    ckpt = load_checkpoint(exported / manifest.pytorch.path)
+    assert "optimizer" not in ckpt and "rng" not in ckpt  # weights only
+    rebuilt = model_from_checkpoint(ckpt)
+    x = torch.tensor(mnist_test[0][:32], dtype=torch.float32).div(255).unsqueeze(1)
+    assert torch.equal(rebuilt.encode_to_indices(x), model.encode_to_indices(x))

@@ -1,0 +1,110 @@
+"""The throughput benchmark: one run, one table, written to BENCHMARKS.md.
+
+    python -m bench                     # the whole run (~5 minutes on 2 cores); needs `wrk`
+    python -m bench --seconds 2         # shorter rows
+
+1. in-process, per graph: PyTorch eager vs onnxruntime at batch 1, 64, 256, with each row's FLOP
+   rate as a fraction of this machine's measured fp32 matmul rate;
+2. HTTP on loopback with wrk: a hello-world FastAPI route (the framework's ceiling), /encode with
+   one digit, /decode with one grid, /encode with 64 digits per request, at several concurrencies,
+   with batching on and off;
+3. the same single-digit /encode load against a naive FastAPI + PyTorch server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.inprocess import matmul_rate, measure_graphs
+from bench.load import LoadRow, Workload, comparison, free_port, ours, run_rows
+from bench.report import graph_cells, load_cells, markdown_table, targets, write_markdown
+from service.cpus import usable_cpus
+from service.imaging import encode_png
+from training.data import load_split
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def workloads(data_dir: str | None) -> list[Workload]:
+    digits = load_split("mnist", "test", data_dir)[0][:64]
+    png = encode_png(digits[0][:, :, None])
+    boundary = "benchboundary"
+    parts = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="images"; filename="{i}.png"\r\n'
+        f"Content-Type: image/png\r\n\r\n".encode() + encode_png(d[:, :, None]) + b"\r\n"
+        for i, d in enumerate(digits)
+    )
+    grid = np.arange(49).reshape(7, 7).tolist()
+    return [
+        Workload("encode-1", "/encode", "POST", png, "image/png", 1),
+        Workload("decode-1", "/decode", "POST", json.dumps({"codes": grid}).encode(), "application/json", 1),
+        Workload("encode-64", "/encode", "POST", parts + f"--{boundary}--\r\n".encode(),
+                 f"multipart/form-data; boundary={boundary}", 64),
+    ]
+
+
+def http_part(models_dir: Path, checkpoint: Path, data_dir: str | None, concurrencies: tuple[int, ...],
+              seconds: float) -> list[LoadRow]:
+    rows: list[LoadRow] = []
+    port = free_port()
+    with comparison("hello", port, checkpoint) as url:
+        rows += run_rows("hello-world", url, [Workload("hello", "/hello")], concurrencies, seconds)
+    for batching in ("on", "off"):
+        port = free_port()
+        with ours(models_dir, batching, port) as url:
+            rows += run_rows(f"ours, batching {batching}", url, workloads(data_dir), concurrencies, seconds)
+    port = free_port()
+    with comparison("naive", port, checkpoint) as url:
+        rows += run_rows("naive-pytorch", url, workloads(data_dir)[:1], concurrencies, seconds)
+    return rows
+
+
+def faster_setting(rows: list[LoadRow]) -> str:
+    """The batching setting with the higher single-digit /encode throughput summed over c ≥ 8."""
+    def total(server: str) -> float:
+        return sum(r.requests_s for r in rows if r.server == server and r.workload == "encode-1" and r.concurrency >= 8)
+    return max(("ours, batching on", "ours, batching off"), key=total)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models-dir", type=Path, default=ROOT / "models")
+    parser.add_argument("--model", default="mnist")
+    parser.add_argument("--data-dir", help="MNIST location (default: $VQVAE_DATA_DIR or the user cache)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="duration of each HTTP row")
+    parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    threads = usable_cpus()
+    model_dir = args.models_dir / args.model
+
+    print(f"measuring the fp32 matmul rate with {threads} threads ...", flush=True)
+    matmul = matmul_rate(threads)
+    print(f"  {matmul / 1e9:.1f} GFLOP/s\nin-process graphs ...", flush=True)
+    graphs = measure_graphs(model_dir, threads)
+    print("HTTP on loopback (wrk) ...", flush=True)
+    load = http_part(args.models_dir, model_dir / "checkpoint.pt", args.data_dir, (1, 8, 32, 64), args.seconds)
+
+    best = faster_setting(load)
+    ceiling = {r.concurrency: r.requests_s for r in load if r.server == "hello-world"}
+    cells = graph_cells(graphs, matmul) + load_cells(load, ceiling)
+    notes = targets(graphs, matmul, load, best)
+    print("\n" + markdown_table(cells) + "\n\n" + "\n".join(notes))
+    command = "python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:])
+    extra = (f"Measured fp32 matmul rate: {matmul / 1e9:.1f} GFLOP/s (torch GEMM 2048×2048, {threads} threads). "
+             f"The faster batching setting for single digits at concurrency ≥ 8 in this run: {best}.\n\n"
+             f"GPU: {'available' if torch.cuda.is_available() else 'none on this machine; no GPU table'}.\n")
+    write_markdown(args.out, command.strip(), cells, notes, extra)
+    print(f"\nwritten to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

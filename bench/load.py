@@ -1,0 +1,142 @@
+"""HTTP load on loopback with wrk: servers as subprocesses, one wrk run per row.
+
+wrk (Debian package `wrk`) is a C load generator: it costs the 2-core machine far less CPU than a
+Python client would, so more of the machine measures the server. One wrk thread, N connections.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class LoadRow:
+    server: str
+    workload: str
+    concurrency: int
+    images_per_request: int
+    requests_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+    @property
+    def images_s(self) -> float:
+        return self.requests_s * self.images_per_request
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    path: str
+    method: str = "GET"
+    body: bytes = b""
+    content_type: str = ""
+    images: int = 1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running(cmd: list[str], port: int, env: dict[str, str], ready_path: str) -> Iterator[str]:
+    """Start a server process, wait for `ready_path` to answer 200, yield its base URL, stop it."""
+    process = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{cmd} exited: {process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+            with contextlib.suppress(OSError):
+                if urllib.request.urlopen(url + ready_path, timeout=2).status == 200:  # noqa: S310
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{cmd} not ready")
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def ours(models_dir: Path, batching: str, port: int) -> contextlib.AbstractContextManager[str]:
+    env = {"VQVAE_MODELS_DIR": str(models_dir), "VQVAE_BATCHING": batching, "VQVAE_LOG_LEVEL": "warning"}
+    return running([sys.executable, "-m", "service", "--port", str(port)], port, env, "/readyz")
+
+
+def comparison(kind: str, port: int, checkpoint: Path) -> contextlib.AbstractContextManager[str]:
+    cmd = [sys.executable, "-m", "bench.servers", kind, "--port", str(port), "--checkpoint", str(checkpoint)]
+    return running(cmd, port, {}, "/hello" if kind == "hello" else "/readyz")
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(value) * _UNITS[unit]
+
+
+def parse_wrk(output: str) -> tuple[float, float, float, int]:
+    """wrk --latency output -> (requests/s, p50 ms, p99 ms, errors: non-2xx + socket errors)."""
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
+    errors = 0
+    if m := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output):
+        errors += int(m.group(1))
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output):
+        errors += sum(int(g) for g in m.groups())
+    return rps, p50, p99, errors
+
+
+def wrk(url: str, workload: Workload, concurrency: int, seconds: float, scratch: Path) -> str:
+    cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--latency", "--timeout", "10s"]
+    if workload.method == "POST":
+        body = scratch / f"{workload.name}.body"
+        body.write_bytes(workload.body)
+        script = scratch / f"{workload.name}.lua"
+        script.write_text(
+            f'local f = io.open("{body}", "rb")\nwrk.body = f:read("*all")\nf:close()\n'
+            f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "{workload.content_type}"\n'
+        )
+        cmd += ["-s", str(script)]
+    done = subprocess.run([*cmd, url + workload.path], capture_output=True, text=True, timeout=seconds + 60)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed: {done.stderr}")
+    return done.stdout
+
+
+def run_rows(server: str, url: str, workloads: list[Workload], concurrencies: tuple[int, ...],
+             seconds: float) -> list[LoadRow]:
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk not found: install it with `apt-get install wrk` (Debian/Ubuntu)")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for workload in workloads:
+            wrk(url, workload, 4, 1, Path(tmp))  # warm-up, not recorded
+            for concurrency in concurrencies:
+                rps, p50, p99, errors = parse_wrk(wrk(url, workload, concurrency, seconds, Path(tmp)))
+                rows.append(LoadRow(server, workload.name, concurrency, workload.images, rps, p50, p99, errors))
+                print(f"  {server:<14} {workload.name:<12} c={concurrency:<3} {rps:9.0f} req/s  "
+                      f"p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  errors {errors}", flush=True)
+    return rows

@@ -1,0 +1,102 @@
+"""One table for the whole benchmark run, the targets checked against it, and BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import onnxruntime
+import torch
+
+from bench.inprocess import GraphRow
+from bench.load import LoadRow
+
+HEADER = ("part", "workload", "setting", "batch / conc.", "images/s", "req/s", "ratio", "GFLOP/s",
+          "% of matmul", "p50 ms", "p99 ms", "errors")
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        cpu = next(line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name"))
+    except (OSError, subprocess.CalledProcessError, StopIteration):
+        pass
+    memory = ""
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        kib = int(meminfo.read_text().split()[1])
+        memory = f", {kib / 2**20:.0f} GiB RAM"
+    return (f"{cpu}, {len(os.sched_getaffinity(0))} usable CPUs{memory}; Linux {platform.release()}; "
+            f"Python {platform.python_version()}, torch {torch.__version__}, onnxruntime {onnxruntime.__version__}")
+
+
+def graph_cells(rows: list[GraphRow], matmul: float) -> list[tuple[str, ...]]:
+    cells = []
+    for r in rows:
+        for name, rate in (("PyTorch eager", r.torch_images_s), ("onnxruntime", r.ort_images_s)):
+            flops = rate * r.flops_per_image
+            ratio = f"{r.ratio:.2f}×" if name == "onnxruntime" else ""
+            cells.append(("in-process", r.graph, name, str(r.batch), f"{rate:,.0f}", "", ratio,
+                          f"{flops / 1e9:.1f}", f"{flops / matmul:.0%}", "", "", ""))
+    return cells
+
+
+def load_cells(rows: list[LoadRow], ceiling: dict[int, float]) -> list[tuple[str, ...]]:
+    cells = []
+    for r in rows:
+        ratio = "" if r.server == "hello-world" else f"{r.requests_s / ceiling[r.concurrency]:.0%} of hello"
+        cells.append(("HTTP", r.workload, r.server, str(r.concurrency), f"{r.images_s:,.0f}", f"{r.requests_s:,.0f}",
+                      ratio, "", "", f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", str(r.errors)))
+    return cells
+
+
+def markdown_table(cells: list[tuple[str, ...]]) -> str:
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(c) + " |" for c in cells]
+    return "\n".join(lines)
+
+
+def find(rows: list[LoadRow], server: str, workload: str, concurrency: int) -> LoadRow | None:
+    return next((r for r in rows if (r.server, r.workload, r.concurrency) == (server, workload, concurrency)), None)
+
+
+def targets(graphs: list[GraphRow], matmul: float, load: list[LoadRow], best: str) -> list[str]:
+    """Each target of the throughput issue, with the figure from this run and whether it is met."""
+    out = []
+    for g in (r for r in graphs if r.batch == 1):
+        out.append(f"onnxruntime vs PyTorch eager at batch 1, {g.graph}: {g.ratio:.2f}× (target ≥ 3.5×) "
+                   f"{'met' if g.ratio >= 3.5 else 'NOT met'}")
+    for g in (r for r in graphs if r.batch == 64):
+        share = g.ort_images_s * g.flops_per_image / matmul
+        out.append(f"onnxruntime at batch 64, {g.graph}: {share:.0%} of the matmul rate (target ≥ 80%) "
+                   f"{'met' if share >= 0.8 else 'NOT met'}")
+    hello, enc = find(load, "hello-world", "hello", 32), find(load, best, "encode-1", 32)
+    naive, solo = find(load, "naive-pytorch", "encode-1", 32), find(load, best, "encode-1", 1)
+    if hello and enc:
+        share = enc.requests_s / hello.requests_s
+        out.append(f"/encode single digit at c=32: {share:.0%} of hello-world (target ≥ 50%) "
+                   f"{'met' if share >= 0.5 else 'NOT met'}")
+    if solo:
+        verdict = "met" if solo.p99_ms <= 5 else "NOT met"
+        out.append(f"/encode p99 at c=1: {solo.p99_ms:.2f} ms (target ≤ 5 ms) {verdict}")
+    if naive and enc:
+        speedup = enc.requests_s / naive.requests_s
+        lower = enc.p99_ms < naive.p99_ms
+        out.append(f"vs naive FastAPI + PyTorch at c=32: {speedup:.1f}× throughput (target ≥ 3×), p99 "
+                   f"{enc.p99_ms:.2f} vs {naive.p99_ms:.2f} ms {'met' if speedup >= 3 and lower else 'NOT met'}")
+    errors = sum(r.errors for r in load)
+    out.append(f"errors over all HTTP rows: {errors} (target 0) {'met' if errors == 0 else 'NOT met'}")
+    return out
+
+
+def write_markdown(path: Path, command: str, cells: list[tuple[str, ...]], notes: list[str], extra: str) -> None:
+    text = (
+        "# Benchmarks\n\n"
+        f"Machine: {machine()}.\n\n"
+        f"Command: `{command}` — every figure below comes from that one run, on that machine.\n\n"
+        + markdown_table(cells) + "\n\n## Targets\n\n" + "\n".join(f"- {n}" for n in notes) + "\n\n" + extra
+    )
+    path.write_text(text)

@@ -1,0 +1,71 @@
+"""The two comparison servers of the HTTP benchmark, under the same uvicorn settings as ours.
+
+    python -m bench.servers hello --port 8100
+    python -m bench.servers naive --port 8101 --checkpoint models/mnist/checkpoint.pt
+
+hello: a FastAPI hello-world route, the framework's ceiling on this machine.
+naive: what a user would write without this project: FastAPI calling the PyTorch model per
+request (a plain `def` endpoint, so FastAPI runs it in its thread pool), no batching.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from typing import Any
+
+import numpy as np
+import uvicorn
+from fastapi import Body, FastAPI
+
+UVICORN = {"loop": "uvloop", "http": "httptools", "access_log": False, "server_header": False,
+           "log_level": "warning"}
+
+
+def hello_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/hello")
+    async def hello() -> dict[str, str]:
+        return {"hello": "world"}
+
+    return app
+
+
+def naive_app(checkpoint: str) -> FastAPI:
+    import torch
+    from PIL import Image
+
+    from training.checkpoint import load_checkpoint, model_from_checkpoint
+
+    model = model_from_checkpoint(load_checkpoint(checkpoint))
+    app = FastAPI()
+
+    @app.get("/readyz")
+    def ready() -> dict[str, str]:
+        return {"status": "ready"}
+
+    @app.post("/encode")
+    def encode(image: bytes = Body(..., media_type="image/png")) -> dict[str, Any]:
+        pixels = np.asarray(Image.open(io.BytesIO(image)).convert("L"), dtype=np.float32) / 255
+        with torch.no_grad():
+            codes = model.encode_to_indices(torch.from_numpy(pixels)[None, None])
+        return {"codes": codes.tolist()}
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.servers")
+    parser.add_argument("kind", choices=["hello", "naive"])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--checkpoint", help="PyTorch weights for the naive server")
+    args = parser.parse_args(argv)
+    app = hello_app() if args.kind == "hello" else naive_app(args.checkpoint)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, **UVICORN)  # type: ignore[arg-type]
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

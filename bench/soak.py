@@ -1,0 +1,200 @@
+"""Load, soak and overload runs against a real server on loopback, with bounded count and time.
+
+    python -m bench.soak mix --seconds 60 --concurrency 64        # the mix for a minute: 0 errors
+    python -m bench.soak soak --requests 100000 --concurrency 64  # memory: RSS growth after warm-up
+    python -m bench.soak overload --seconds 20                     # 2× the saturating rate, open loop
+
+The tool starts the server itself (python -m service on a free port) so that it can read the
+server's resident memory from /proc. The mix: one-digit /encode, one-grid /decode, 16-digit batch
+/encode and 16-grid batch /decode, in rotation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from bench.load import free_port, ours
+from service.imaging import encode_png
+from training.data import load_split
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Tally:
+    statuses: Counter[str] = field(default_factory=Counter)
+    latencies: dict[str, list[float]] = field(default_factory=lambda: {"ok": [], "429": [], "other": []})
+
+    def record(self, status: str, seconds: float) -> None:
+        self.statuses[status] += 1
+        self.latencies["ok" if status == "200" else "429" if status == "429" else "other"].append(seconds)
+
+    @property
+    def errors(self) -> int:
+        return sum(n for s, n in self.statuses.items() if s != "200")
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q) * 1000) if values else 0.0
+
+
+def requests_mix(data_dir: str | None) -> list[dict[str, Any]]:
+    digits = load_split("mnist", "test", data_dir)[0][:16]
+    grid = np.arange(49).reshape(7, 7).tolist()
+    files = [("images", (f"{i}.png", encode_png(d[:, :, None]), "image/png")) for i, d in enumerate(digits)]
+    return [
+        {"url": "/encode", "content": encode_png(digits[0][:, :, None]), "headers": {"content-type": "image/png"}},
+        {"url": "/decode", "json": {"codes": grid}},
+        {"url": "/encode", "files": files},
+        {"url": "/decode", "json": {"codes": [grid] * 16}},
+    ]
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+async def one(client: httpx.AsyncClient, request: dict[str, Any], tally: Tally) -> None:
+    started = time.perf_counter()
+    try:
+        response = await client.post(**request)
+        status = str(response.status_code)
+    except httpx.HTTPError as exc:
+        status = type(exc).__name__
+    tally.record(status, time.perf_counter() - started)
+
+
+async def closed_loop(url: str, mix: list[dict[str, Any]], concurrency: int, stop_after: float,
+                      max_requests: int, tally: Tally, on_progress: Any = None) -> None:
+    """`concurrency` clients, each sending its next request when the last one is answered."""
+    deadline = time.monotonic() + stop_after
+    issued = 0
+
+    async def client_loop(client: httpx.AsyncClient, offset: int) -> None:
+        nonlocal issued
+        i = offset
+        while time.monotonic() < deadline and issued < max_requests:
+            issued += 1
+            await one(client, mix[i % len(mix)], tally)
+            i += 1
+            if on_progress:
+                on_progress(issued)
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+        await asyncio.gather(*(client_loop(client, k) for k in range(concurrency)))
+
+
+async def open_loop(url: str, request: dict[str, Any], rate: float, seconds: float, tally: Tally) -> int:
+    """Requests at a fixed arrival rate, whether or not earlier ones were answered; -> hung requests."""
+    limits = httpx.Limits(max_connections=2000, max_keepalive_connections=256)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+        tasks = []
+        started = time.monotonic()
+        for k in range(int(rate * seconds)):
+            await asyncio.sleep(max(0.0, started + k / rate - time.monotonic()))
+            tasks.append(asyncio.create_task(one(client, request, tally)))
+        _, pending = await asyncio.wait(tasks, timeout=60)
+        return len(pending)
+
+
+def summary(tally: Tally, elapsed: float) -> dict[str, Any]:
+    total = sum(tally.statuses.values())
+    return {"requests": total, "seconds": round(elapsed, 1), "requests_per_s": round(total / elapsed, 1),
+            "statuses": dict(tally.statuses), "errors": tally.errors,
+            "p50_ms": round(percentile(tally.latencies["ok"], 50), 2),
+            "p99_ms": round(percentile(tally.latencies["ok"], 99), 2)}
+
+
+def run_mix(url: str, pid: int, args: argparse.Namespace) -> dict[str, Any]:
+    tally = Tally()
+    started = time.monotonic()
+    asyncio.run(closed_loop(url, requests_mix(args.data_dir), args.concurrency, args.seconds, 10**9, tally))
+    return summary(tally, time.monotonic() - started) | {"rss_mib_end": round(rss_kib(pid) / 1024, 1)}
+
+
+def run_soak(url: str, pid: int, args: argparse.Namespace) -> dict[str, Any]:
+    """RSS after a warm-up of 10 % of the requests, then at the end: growth must stay small."""
+    tally, marks = Tally(), {}
+    warm = args.requests // 10
+
+    def progress(issued: int) -> None:
+        if issued == warm and "warm" not in marks:
+            marks["warm"] = rss_kib(pid)
+
+    started = time.monotonic()
+    asyncio.run(closed_loop(url, requests_mix(args.data_dir), args.concurrency, 3600, args.requests, tally, progress))
+    end = rss_kib(pid)
+    growth = (end - marks["warm"]) / marks["warm"]
+    return summary(tally, time.monotonic() - started) | {
+        "rss_mib_after_warmup": round(marks["warm"] / 1024, 1), "rss_mib_end": round(end / 1024, 1),
+        "rss_growth_pct": round(100 * growth, 2)}
+
+
+def run_overload(url: str, pid: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Measure the saturating rate of 64-digit batch requests, then offer twice that, open loop."""
+    batch = requests_mix(args.data_dir)[2]
+    batch = {**batch, "files": batch["files"] * 4}  # 64 digits per request
+    probe = Tally()
+    asyncio.run(closed_loop(url, [batch], args.concurrency, 10, 10**9, probe))
+    saturating = probe.statuses["200"] / 10
+    tally = Tally()
+    hung = asyncio.run(open_loop(url, batch, 2 * saturating, args.seconds, tally))
+    return {"saturating_requests_per_s": round(saturating, 1), "offered_requests_per_s": round(2 * saturating, 1),
+            "statuses": dict(tally.statuses), "hung": hung,
+            "admitted_p50_ms": round(percentile(tally.latencies["ok"], 50), 1),
+            "admitted_p99_ms": round(percentile(tally.latencies["ok"], 99), 1),
+            "rejected_p99_ms": round(percentile(tally.latencies["429"], 99), 2),
+            "rejected_median_ms": round(statistics.median(tally.latencies["429"]) * 1000, 2)
+            if tally.latencies["429"] else None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", choices=["mix", "soak", "overload"])
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--requests", type=int, default=100_000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--models-dir", type=Path, default=ROOT / "models")
+    parser.add_argument("--data-dir")
+    args = parser.parse_args(argv)
+    port = free_port()
+    with ours(args.models_dir, "on", port) as url:
+        pid = server_pid(port)
+        result = {"mix": run_mix, "soak": run_soak, "overload": run_overload}[args.mode](url, pid, args)
+    print(json.dumps({"mode": args.mode, "concurrency": args.concurrency, **result}, indent=2))
+    return 0
+
+
+def server_pid(port: int) -> int:
+    """The pid of the process listening on 127.0.0.1:`port` (from /proc/net/tcp and fd links)."""
+    inode = next(line.split()[9] for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+                 if line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "0A")
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if any(f"socket:[{inode}]" == str(fd.readlink()) for fd in (proc / "fd").iterdir()):
+                    return int(proc.name)
+            except OSError:
+                continue
+    raise RuntimeError(f"no process listens on port {port}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Binary streams of code grids: one implementation for the service and the CLI.
+
+Layout (integers big-endian; "varint" is LEB128):
+
+    magic    2 bytes  b"VQ"
+    version  1 byte   FORMAT_VERSION
+    kind     1 byte   1 = packed (fixed length), 2 = entropy-coded
+    model    1 byte length + UTF-8 name, 1 byte length + UTF-8 version
+    K        varint   codebook size
+    h, w     varint   grid size
+    count    varint   number of grids
+    payload           packed: count·h·w indices of ceil(log2 K) bits, row-major, zero-padded to a byte
+                      entropy: range-coded indices (see entropy.py), as little-endian 32-bit words
+    crc32    4 bytes  of everything above, so truncation and corruption never decode silently
+
+A stream is only decoded by the model that made it (name, version and K must match).
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+
+from service.errors import InvalidStream
+
+MAGIC = b"VQ"
+FORMAT_VERSION = 1
+MAX_GRIDS = 1 << 20
+
+
+class Kind(IntEnum):
+    PACKED = 1
+    ENTROPY = 2
+
+
+@dataclass(frozen=True)
+class Header:
+    kind: Kind
+    model: str
+    version: str
+    codebook_size: int
+    height: int
+    width: int
+    count: int
+
+    @property
+    def bits_per_code(self) -> int:
+        return max(1, math.ceil(math.log2(self.codebook_size)))
+
+    def to_bytes(self) -> bytes:
+        name, version = self.model.encode(), self.version.encode()
+        return (MAGIC + bytes([FORMAT_VERSION, self.kind, len(name)]) + name + bytes([len(version)]) + version
+                + b"".join(_varint(v) for v in (self.codebook_size, self.height, self.width, self.count)))
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def take(self, n: int, what: str) -> bytes:
+        if self.pos + n > len(self.data):
+            raise InvalidStream(f"stream truncated in the header ({what})")
+        chunk = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return chunk
+
+    def varint(self, what: str) -> int:
+        value = shift = 0
+        while True:
+            byte = self.take(1, what)[0]
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value
+            shift += 7
+            if shift > 35:
+                raise InvalidStream(f"malformed header: {what} is not a valid varint")
+
+
+def parse_header(data: bytes) -> tuple[Header, int]:
+    """-> the header and the offset where the payload starts; InvalidStream (422) when malformed."""
+    r = _Reader(data)
+    if r.take(2, "magic") != MAGIC:
+        raise InvalidStream("not a code stream: bad magic (expected a stream made by /encode?format=packed|entropy)")
+    version, kind = r.take(1, "version")[0], r.take(1, "kind")[0]
+    if version != FORMAT_VERSION:
+        raise InvalidStream(f"stream format version {version} is not supported (this server reads {FORMAT_VERSION})")
+    if kind not in (Kind.PACKED, Kind.ENTROPY):
+        raise InvalidStream(f"unknown stream kind {kind}")
+    try:
+        model = r.take(r.take(1, "model name length")[0], "model name").decode()
+        model_version = r.take(r.take(1, "model version length")[0], "model version").decode()
+    except UnicodeDecodeError as exc:
+        raise InvalidStream("malformed header: model name is not UTF-8") from exc
+    k, h, w, count = (r.varint(what) for what in ("codebook size", "grid height", "grid width", "count"))
+    if not (2 <= k <= 1 << 16 and 1 <= h <= 4096 and 1 <= w <= 4096 and 1 <= count <= MAX_GRIDS):
+        raise InvalidStream(f"implausible header: K={k}, grid {h}×{w}, {count} grids")
+    return Header(Kind(kind), model, model_version, k, h, w, count), r.pos
+
+
+def pack(codes: np.ndarray, bits: int) -> bytes:
+    """int (N, h, w) in [0, 2**bits) -> bytes, each code as `bits` bits, most significant first."""
+    flat = codes.reshape(-1).astype(np.uint32)
+    shifts = np.arange(bits - 1, -1, -1, dtype=np.uint32)
+    bit_matrix = ((flat[:, None] >> shifts) & 1).astype(np.uint8)  # (M, bits)
+    return np.packbits(bit_matrix.reshape(-1)).tobytes()
+
+
+def unpack(payload: bytes, bits: int, n: int) -> np.ndarray:
+    """bytes -> (n,) int64 codes; the exact inverse of pack."""
+    bit_array = np.unpackbits(np.frombuffer(payload, np.uint8))[: n * bits].reshape(n, bits)
+    weights = (1 << np.arange(bits - 1, -1, -1)).astype(np.int64)
+    return bit_array.astype(np.int64) @ weights
+
+
+def seal(body: bytes) -> bytes:
+    return body + zlib.crc32(body).to_bytes(4, "big")
+
+
+def unseal(stream: bytes) -> bytes:
+    """Check and strip the CRC32 trailer."""
+    if len(stream) < 4 + len(MAGIC):
+        raise InvalidStream(f"stream too short ({len(stream)} bytes)")
+    body, crc = stream[:-4], int.from_bytes(stream[-4:], "big")
+    if zlib.crc32(body) != crc:
+        raise InvalidStream("stream checksum mismatch: the stream is truncated, has trailing bytes or is corrupt")
+    return body
+
+
+def packed_payload_size(header: Header) -> int:
+    return math.ceil(header.count * header.height * header.width * header.bits_per_code / 8)
+
+
+def write_packed(header: Header, codes: np.ndarray) -> bytes:
+    return seal(header.to_bytes() + pack(codes, header.bits_per_code))
+
+
+def read_packed(header: Header, payload: bytes) -> np.ndarray:
+    expected = packed_payload_size(header)
+    if len(payload) != expected:
+        raise InvalidStream(f"packed payload is {len(payload)} bytes; the header implies {expected}")
+    codes = unpack(payload, header.bits_per_code, header.count * header.height * header.width)
+    if int(codes.max(initial=0)) >= header.codebook_size:
+        raise InvalidStream(f"stream holds code {int(codes.max())} ≥ K={header.codebook_size}")
+    return codes.reshape(header.count, header.height, header.width)

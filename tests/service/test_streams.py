@@ -1,0 +1,148 @@
+"""Packed and entropy-coded streams: lossless, compact, refused when malformed or foreign."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from service.codec import Kind, decode_stream, encode_stream
+from service.codec.__main__ import main as codec_cli
+from service.codec.formats import pack, unpack
+from service.errors import InvalidStream
+from service.runtime import ModelRuntime, load_model
+from tests.service.conftest import SHIPPED_MODELS, png_bytes
+from training.data import load_split
+
+
+@pytest.fixture(scope="module")
+def runtimes() -> dict[str, ModelRuntime]:
+    names = ("mnist", "fashion-mnist")
+    return {name: load_model(SHIPPED_MODELS / name, "cpu", threads=2, warmup_runs=1) for name in names}
+
+
+@pytest.fixture(scope="module")
+def test_codes(runtimes: dict[str, ModelRuntime], data_dir: Path) -> dict[str, np.ndarray]:
+    codes = {}
+    for name, runtime in runtimes.items():
+        images = load_split(name, "test", data_dir)[0]
+        batches = [runtime.encode((images[i : i + 500, None] / np.float32(255)).astype(np.float32))
+                   for i in range(0, len(images), 500)]
+        codes[name] = np.concatenate(batches)  # (10000, 7, 7)
+    return codes
+
+
+@pytest.mark.parametrize("bits", [1, 3, 9, 16])
+def test_bit_packing_is_exact(bits: int) -> None:
+    values = np.random.default_rng(bits).integers(0, 2**bits, 1001)
+    packed = pack(values, bits)
+    assert len(packed) == -(-1001 * bits // 8)
+    assert np.array_equal(unpack(packed, bits, 1001), values)
+
+
+@pytest.mark.parametrize("kind", list(Kind))
+@pytest.mark.parametrize("model", ["mnist", "fashion-mnist"])
+def test_lossless_on_the_whole_test_set(runtimes, test_codes, kind: Kind, model: str) -> None:  # type: ignore[no-untyped-def]
+    runtime, codes = runtimes[model], test_codes[model]
+    stream = encode_stream(codes, kind, runtime.manifest, runtime.entropy)
+    assert np.array_equal(decode_stream(stream, runtime.manifest, runtime.entropy), codes)
+    per_image = len(stream) / len(codes)
+    assert per_image < (56.2 if kind is Kind.PACKED else 50)  # 49 × 9 bits = 55.1 bytes before entropy coding
+
+
+@pytest.mark.parametrize("kind", list(Kind))
+def test_single_grids_and_other_sizes_round_trip(runtimes, test_codes, kind: Kind) -> None:  # type: ignore[no-untyped-def]
+    runtime = runtimes["mnist"]
+    for codes in (test_codes["mnist"][:1], np.random.default_rng(0).integers(0, 512, (3, 5, 11))):
+        stream = encode_stream(codes, kind, runtime.manifest, runtime.entropy)
+        assert np.array_equal(decode_stream(stream, runtime.manifest, runtime.entropy), codes)
+
+
+def test_entropy_coding_beats_packing_on_real_digits(runtimes, test_codes) -> None:  # type: ignore[no-untyped-def]
+    runtime, codes = runtimes["mnist"], test_codes["mnist"]
+    packed = encode_stream(codes, Kind.PACKED, runtime.manifest, runtime.entropy)
+    entropy = encode_stream(codes, Kind.ENTROPY, runtime.manifest, runtime.entropy)
+    assert len(entropy) < 0.9 * len(packed)
+
+
+def corruptions(stream: bytes) -> dict[str, bytes]:
+    flipped = bytearray(stream)
+    flipped[len(stream) // 2] ^= 0x10
+    return {
+        "truncated": stream[:-7],
+        "trailing garbage": stream + b"\x00garbage",
+        "bit flip": bytes(flipped),
+        "bad magic": b"XX" + stream[2:],
+        "empty": b"",
+        "header only": stream[:10],
+    }
+
+
+@pytest.mark.parametrize("kind", list(Kind))
+def test_malformed_streams_are_refused(runtimes, test_codes, kind: Kind) -> None:  # type: ignore[no-untyped-def]
+    runtime = runtimes["mnist"]
+    stream = encode_stream(test_codes["mnist"][:5], kind, runtime.manifest, runtime.entropy)
+    for name, bad in corruptions(stream).items():
+        with pytest.raises(InvalidStream):
+            decode_stream(bad, runtime.manifest, runtime.entropy)
+        assert name
+
+
+def test_a_stream_from_another_model_is_refused(runtimes, test_codes) -> None:  # type: ignore[no-untyped-def]
+    fashion, mnist = runtimes["fashion-mnist"], runtimes["mnist"]
+    stream = encode_stream(test_codes["fashion-mnist"][:3], Kind.ENTROPY, fashion.manifest, fashion.entropy)
+    with pytest.raises(InvalidStream, match="made by model 'fashion-mnist'"):
+        decode_stream(stream, mnist.manifest, mnist.entropy)
+
+
+# -- over HTTP ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["packed", "entropy"])
+def test_http_round_trip(client: httpx.Client, digits: np.ndarray, fmt: str) -> None:
+    files = [("images", (f"{i}.png", png_bytes(d), "image/png")) for i, d in enumerate(digits[:10])]
+    as_json = client.post("/encode", files=files).json()
+    stream = client.post(f"/encode?format={fmt}", files=files)
+    assert stream.status_code == 200 and stream.headers["content-type"] == "application/octet-stream"
+    from_stream = client.post("/decode", content=stream.content, headers={"content-type": "application/octet-stream"})
+    from_json = client.post("/decode", json={"codes": as_json["codes"]})
+    assert from_stream.status_code == 200 and from_stream.json()["images"] == from_json.json()["images"]
+    one = client.post(f"/encode?format={fmt}", content=png_bytes(digits[0]), headers={"content-type": "image/png"})
+    png = client.post("/decode", content=one.content,
+                      headers={"content-type": "application/octet-stream", "accept": "image/png"})
+    assert png.headers["content-type"] == "image/png"
+
+
+def test_http_refuses_bad_and_foreign_streams(client: httpx.Client, digits: np.ndarray) -> None:
+    stream = client.post("/encode?format=entropy", content=png_bytes(digits[0]),
+                         headers={"content-type": "image/png"}).content
+    octet = {"content-type": "application/octet-stream"}
+    for bad in corruptions(stream).values():
+        response = client.post("/decode", content=bad, headers=octet)
+        assert response.status_code in (400, 422), response.text
+        assert response.json()["error"]["code"] in ("invalid_stream", "empty_body")
+    foreign = client.post("/v1/models/fashion-mnist/decode", content=stream, headers=octet)
+    assert foreign.status_code == 422 and "made by model 'mnist'" in foreign.json()["error"]["message"]
+    assert client.post("/encode?format=zip", content=png_bytes(digits[0]),
+                       headers={"content-type": "image/png"}).status_code == 422
+
+
+def test_cli_compresses_a_folder_and_back(tmp_path: Path, digits: np.ndarray,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "digits"
+    source.mkdir()
+    for i, d in enumerate(digits[:20]):
+        (source / f"d{i:02d}.png").write_bytes(png_bytes(d))
+    stream = tmp_path / "digits.vqc"
+    assert codec_cli(["compress", str(source), str(stream)]) == 0
+    assert "20 images" in capsys.readouterr().out
+    assert codec_cli(["inspect", str(stream)]) == 0
+    assert "entropy stream: model mnist" in capsys.readouterr().out
+    assert codec_cli(["decompress", str(stream), str(tmp_path / "out")]) == 0
+    restored = sorted((tmp_path / "out").glob("*.png"))
+    assert [p.name for p in restored[:2]] == ["00000.png", "00001.png"] and len(restored) == 20
+    stream.write_bytes(stream.read_bytes()[:-3])
+    assert codec_cli(["decompress", str(stream), str(tmp_path / "bad")]) == 1
+    assert "checksum" in capsys.readouterr().err

@@ -13,6 +13,15 @@ TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 .venv/bin/python -m pip install -q --disable-pip-version-check "$TORCH_SPEC"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[train,dev]"
 
+# The demo page test drives Debian's chromium (Playwright's own browser download is not used).
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
+  else
+    echo "scripts/test.sh: the browser test needs chromium (Debian/Ubuntu: sudo apt-get install chromium)" >&2
+  fi
+fi
+
 # Tests read real MNIST / Fashion-MNIST from ../shared/data unless told otherwise.
 export VQVAE_DATA_DIR=${VQVAE_DATA_DIR:-$(cd .. && pwd)/shared/data}
 

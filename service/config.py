@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # models/ beside the service package: the repository checkout, and /app/models in the container.
@@ -48,8 +48,26 @@ class Settings(BaseSettings):
     queue_max_items: int = Field(1024, ge=1, description="items queued per model and graph before 429")
     request_timeout_s: float = Field(10.0, gt=0, description="deadline for a request's inference (504 after)")
 
+    # -- demo page
+    demo: Literal["on", "off"] = Field("on", description="serve the demo page at /")
+
+    # -- security
+    api_key: SecretStr | None = Field(None, description="when set, every request needs Authorization: Bearer <key>")
+    auth_exempt: str = Field(
+        "", description="comma list of route groups served without the key: probes, metrics, docs, demo")
+    cors_origins: str = Field("", description="comma list of origins allowed by CORS; empty: CORS off")
+
     # -- shutdown
     drain_seconds: float = Field(0.0, ge=0, description="after SIGTERM: keep serving (not ready) this long")
+
+
+    @property
+    def exempt_groups(self) -> set[str]:
+        return {g.strip() for g in self.auth_exempt.split(",") if g.strip()}
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
 
 @lru_cache(maxsize=1)

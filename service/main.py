@@ -18,6 +18,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,7 +26,10 @@ from service.config import Settings, get_settings
 from service.errors import CodecError, PayloadTooLarge
 from service.metrics import RequestMetrics
 from service.registry import ModelRegistry
+from service.responses import error_response
 from service.routes import codec, health, metrics, models
+from service.routes.demo import install_demo
+from service.security import ApiKeyAuth, exempt_prefixes
 from service.shutdown import install_sigterm_drain
 
 log = logging.getLogger("service")
@@ -34,10 +38,6 @@ DOCS_ASSETS = "/static/docs"
 
 
 # -- errors: every failure leaves as {"error": {"code", "message"}} -------------------------------
-
-
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 503: "unavailable"}
@@ -160,6 +160,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_docs(app)
     for router in (health.router, models.router, codec.router, metrics.router):
         app.include_router(router)
+    if settings.demo == "on":
+        install_demo(app)
+    # Last added runs first: metrics, CORS (preflights carry no credentials), auth, body limit, app.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestMetrics)  # outermost: counts every response, 413s included
+    if settings.api_key is not None:
+        app.add_middleware(ApiKeyAuth, key=settings.api_key.get_secret_value(),
+                           exempt=exempt_prefixes(settings.exempt_groups))
+    if settings.cors_origin_list:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type", "Accept"], max_age=600)
+    app.add_middleware(RequestMetrics)  # outermost: counts every response, 401s and 413s included
     return app

@@ -49,7 +49,7 @@ class LiveServer:
     def client(self, **kwargs: object) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30, **kwargs)  # type: ignore[arg-type]
 
-    def wait(self, path: str = "/livez", timeout: float = 60) -> httpx.Response:
+    def wait(self, path: str = "/livez", timeout: float = 60, headers: dict[str, str] | None = None) -> httpx.Response:
         """Poll `path` until it answers 200; fails with the server log otherwise."""
         deadline = time.monotonic() + timeout
         last: object = None
@@ -57,7 +57,7 @@ class LiveServer:
             if self.process.poll() is not None:
                 pytest.fail(f"service exited with {self.process.returncode}:\n{self.log}")
             try:
-                response = httpx.get(self.url + path, timeout=2)
+                response = httpx.get(self.url + path, timeout=2, headers=headers)
                 if response.status_code == 200:
                     return response
                 last = response.text

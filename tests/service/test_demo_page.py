@@ -1,0 +1,109 @@
+"""The demo page in headless Chromium against a real server: upload a real digit, see its codes and
+reconstruction, edit one code and see the image change. A screenshot is kept in test-artifacts/."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.service.conftest import ROOT, LiveServer, png_bytes
+
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Headless, and quiet on a closed network (no background fetches to Google's hosts).
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert Path(CHROMIUM).exists(), "the demo test needs Debian's chromium (apt-get install chromium)"
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture()
+def page(browser: Browser, server: LiveServer) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1200, "height": 1000})
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
+    page.on("response", lambda r: problems.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None)
+    page.goto(server.url + "/")
+    yield page
+    context.close()
+    assert not problems, problems
+
+
+def recon_pixels(page: Page) -> list[int]:
+    """The reconstruction as the browser shows it, read back through a canvas."""
+    return page.evaluate("""() => {
+        const img = document.getElementById("recon");
+        const c = document.createElement("canvas"); c.width = img.naturalWidth; c.height = img.naturalHeight;
+        const ctx = c.getContext("2d"); ctx.drawImage(img, 0, 0);
+        return Array.from(ctx.getImageData(0, 0, c.width, c.height).data.filter((_, i) => i % 4 === 0));
+    }""")
+
+
+def test_upload_see_codes_edit_one_and_see_the_change(page: Page, digits: np.ndarray) -> None:
+    page.wait_for_function("document.querySelectorAll('#model option').length === 2")
+    assert page.input_value("#model") == "mnist"
+    page.set_input_files("#file", files=[{"name": "seven.png", "mimeType": "image/png",
+                                          "buffer": png_bytes(digits[0])}])
+    page.wait_for_function("document.getElementById('recon').dataset.version === '1'")
+    page.wait_for_function("document.getElementById('sizes').textContent.includes('entropy-coded')")
+    cells = page.locator("#grid td")
+    assert cells.count() == 49
+    codes = [int(t) for t in cells.all_inner_texts()]
+    served = httpx.post(page.url + "encode", content=png_bytes(digits[0]), headers={"content-type": "image/png"})
+    assert codes == [c for row in served.json()["codes"][0] for c in row]  # the page shows what the API returns
+    before = recon_pixels(page)
+    assert len(before) == 28 * 28 and max(before) > 200  # a bright digit on black
+
+    centre = cells.nth(24)
+    new_code = (codes[24] + 257) % 512
+    centre.click()
+    centre.locator("input").fill(str(new_code))
+    centre.locator("input").press("Enter")
+    page.wait_for_function("document.getElementById('recon').dataset.version === '2'")
+    assert int(cells.nth(24).inner_text()) == new_code
+    after = recon_pixels(page)
+    changed = sum(abs(a - b) > 8 for a, b in zip(before, after, strict=True))
+    assert changed > 10, "editing a code did not change the reconstruction"
+
+    page.wait_for_function("document.querySelectorAll('#batch figure').length === 8")
+    assert page.locator("#batch img").count() == 16
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "demo-page.png"), full_page=True)
+
+
+def test_switching_models_and_drawing(page: Page) -> None:
+    page.wait_for_function("document.querySelectorAll('#model option').length === 2")
+    canvas = page.locator("#draw").bounding_box()
+    assert canvas is not None
+    x, y = canvas["x"], canvas["y"]
+    page.mouse.move(x + 140, y + 40)
+    page.mouse.down()
+    page.mouse.move(x + 140, y + 240, steps=12)  # a "1"
+    page.mouse.up()
+    page.wait_for_function("document.getElementById('recon').dataset.version === '1'")
+    assert page.locator("#grid td").count() == 49
+    page.select_option("#model", "fashion-mnist")
+    page.wait_for_function("document.getElementById('model-info').textContent.includes('PSNR')")
+    page.wait_for_function("document.getElementById('recon').dataset.version === '2'")
+
+
+def test_demo_can_be_turned_off(start_server) -> None:  # type: ignore[no-untyped-def]
+    server = start_server(demo="off")
+    server.wait("/livez")
+    assert httpx.get(server.url + "/").status_code == 404
+    assert httpx.get(server.url + "/demo/app.js").status_code == 404

@@ -21,7 +21,7 @@ import torch
 
 from export.graphs import OPSET, export_graph, graph_specs, write_metadata
 from export.parity import ParityReport, check_parity
-from service.codec.entropy import COUNTS_FILE, count_codes, save_counts
+from service.codec.entropy import COUNTS_FILE, fit, save_model
 from service.manifest import (
     GRAPHS,
     MANIFEST_NAME,
@@ -74,11 +74,11 @@ def build_graphs(model: VQVAE, draft: Manifest, scratch: Path) -> dict[str, Path
 
 
 @torch.no_grad()
-def training_code_counts(model: VQVAE, train_images: np.ndarray, path: Path) -> None:
-    """Code frequencies over the training set (per grid position and overall) -> the entropy model file."""
+def fit_entropy_model(model: VQVAE, train_images: np.ndarray, path: Path) -> None:
+    """The static probability model for entropy-coded streams, fitted on the training set's codes."""
     _, codes = reconstruct(model, train_images)  # (N, 7, 7)
-    positional, overall = count_codes(codes, model.cfg.codebook_size)
-    save_counts(path, positional, overall)
+    positional, overall, left, beta = fit(codes, model.cfg.codebook_size)
+    save_model(path, positional, overall, left, beta)
 
 
 def save_weights(ckpt: dict[str, Any], path: Path) -> None:
@@ -126,7 +126,7 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, name: str | None = None, 
         recon, _ = reconstruct(model, test_images[:64])
         save_reconstruction_grid(test_images[:64], recon, scratch / GRID_PREVIEW)
         save_weights(ckpt, scratch / WEIGHTS)
-        training_code_counts(model, load_split(dataset, "train", data_dir)[0], scratch / COUNTS_FILE)
+        fit_entropy_model(model, load_split(dataset, "train", data_dir)[0], scratch / COUNTS_FILE)
         manifest = finalise_manifest(draft, paths, scratch, report, metrics)
         publish(scratch, out_dir, manifest)
     finally:

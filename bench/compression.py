@@ -1,0 +1,149 @@
+"""Rate–distortion: our code streams against JPEG, WebP and AVIF (Pillow) on MNIST and Fashion-MNIST.
+
+    python -m bench.compression          # writes docs/compression.md and docs/compression.png
+
+Quality is measured on the 8-bit images each codec hands back (PSNR over the subset, mean SSIM).
+Sizes are whole files as a user stores them. Our points: the raw fixed-length code (49 × 9 bits),
+packed and entropy-coded streams holding one image each, and one stream holding the whole test set
+(the header amortised). Entropy coding is measured with the per-position model (shipped) and with
+one model for all positions, to show which is smaller.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from service.codec import EntropyModel, Kind, encode_stream
+from service.imaging import to_uint8
+from service.runtime import ModelRuntime, load_model
+from training.data import load_split
+from training.metrics import psnr_from_mse, ssim
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEPS = {"JPEG": [1, 5, 10, 20, 30, 50, 75, 90, 95], "WEBP": [0, 5, 10, 20, 30, 50, 75, 90, 100],
+          "AVIF": [0, 10, 20, 30, 50, 70, 90]}
+
+
+@dataclass
+class Point:
+    codec: str
+    setting: str
+    bytes_per_image: float
+    psnr: float
+    ssim: float
+
+
+def quality(original: np.ndarray, decoded: np.ndarray) -> tuple[float, float]:
+    mse = float(np.mean((original.astype(np.float64) - decoded) ** 2)) / 255.0**2
+    return psnr_from_mse(mse), float(ssim(original, decoded).mean())
+
+
+def baseline_points(images: np.ndarray) -> list[Point]:
+    points = []
+    for fmt, qualities in SWEEPS.items():
+        for q in qualities:
+            sizes, decoded = [], []
+            for image in images:
+                buffer = io.BytesIO()
+                Image.fromarray(image).save(buffer, format=fmt, quality=q)
+                sizes.append(buffer.tell())
+                decoded.append(np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("L")))
+            points.append(Point(fmt, f"q={q}", float(np.mean(sizes)), *quality(images, np.stack(decoded))))
+    png = np.mean([len(_png(image)) for image in images])
+    points.append(Point("PNG", "lossless", float(png), math.inf, 1.0))
+    return points
+
+
+def _png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def encode_all(runtime: ModelRuntime, images: np.ndarray) -> np.ndarray:
+    return np.concatenate([runtime.encode((images[i : i + 500, None] / np.float32(255)).astype(np.float32))
+                           for i in range(0, len(images), 500)])
+
+
+def our_points(runtime: ModelRuntime, images: np.ndarray, subset: int) -> tuple[list[Point], dict[str, float]]:
+    codes = encode_all(runtime, images)  # (N, 7, 7) over the whole test set
+    m, entropy = runtime.manifest, runtime.entropy
+    assert entropy is not None
+    decoded = to_uint8(runtime.decode(codes[:subset]))[..., 0]  # (subset, 28, 28) as the service returns them
+    psnr, ssim_value = quality(images[:subset], decoded)
+    sizes = {
+        "fixed-length code (49 × 9 bits)": codes[0].size * math.ceil(math.log2(m.codebook_size)) / 8,
+        "packed stream, one image": float(np.mean([len(encode_stream(c[None], Kind.PACKED, m, entropy))
+                                                   for c in codes[:subset]])),
+        "entropy stream, one image": float(np.mean([len(encode_stream(c[None], Kind.ENTROPY, m, entropy))
+                                                    for c in codes[:subset]])),
+        "packed stream, whole test set": len(encode_stream(codes, Kind.PACKED, m, entropy)) / len(codes),
+        "entropy stream, whole test set": len(encode_stream(codes, Kind.ENTROPY, m, entropy)) / len(codes),
+        **{f"entropy stream, whole test set, {name}": len(encode_stream(codes, Kind.ENTROPY, m, variant)) / len(codes)
+           for name, variant in _variants(runtime).items()},
+    }
+    points = [Point("ours", name, size, psnr, ssim_value) for name, size in sizes.items()]
+    return points, {"ideal_bits_positional": _positional_entropy_bits(codes)}
+
+
+def _variants(runtime: ModelRuntime) -> dict[str, EntropyModel]:
+    """The shipped model, and simpler ones from the same file, to show what each part buys."""
+    path = runtime_dir(runtime) / (runtime.manifest.entropy_model.path if runtime.manifest.entropy_model else "")
+    with np.load(path) as data:
+        overall, positional = data["overall"], data["positional"]
+        return {
+            "one model for all positions": EntropyModel(np.broadcast_to(overall, positional.shape).copy(), overall),
+            "per-position model, no left context": EntropyModel(positional, overall),
+        }
+
+
+def runtime_dir(runtime: ModelRuntime) -> Path:
+    return ROOT / "models" / runtime.manifest.name
+
+
+def _positional_entropy_bits(codes: np.ndarray) -> float:
+    """Σ over positions of the empirical entropy of that position's codes (a lower bound for a static model)."""
+    flat = codes.reshape(len(codes), -1)
+    total = 0.0
+    for column in flat.T:
+        p = np.bincount(column) / len(column)
+        p = p[p > 0]
+        total += float(-(p * np.log2(p)).sum())
+    return total
+
+
+def at_equal_bytes(points: list[Point], fmt: str, target: float) -> str:
+    sweep = sorted((p for p in points if p.codec == fmt), key=lambda p: p.bytes_per_image)
+    if target < sweep[0].bytes_per_image:
+        s = sweep[0]
+        return (f"cannot get that small: its smallest files ({s.setting}) average {s.bytes_per_image:.0f} bytes "
+                f"at {s.psnr:.2f} dB")
+    for a, b in itertools.pairwise(sweep):
+        if a.bytes_per_image <= target <= b.bytes_per_image:
+            t = (target - a.bytes_per_image) / (b.bytes_per_image - a.bytes_per_image)
+            return f"{a.psnr + t * (b.psnr - a.psnr):.2f} dB (interpolated between {a.setting} and {b.setting})"
+    return "larger than every setting swept"
+
+
+def bytes_for_psnr(points: list[Point], fmt: str, target: float) -> str:
+    sweep = sorted((p for p in points if p.codec == fmt), key=lambda p: p.bytes_per_image)
+    for a, b in itertools.pairwise(sweep):
+        if a.psnr <= target <= b.psnr:
+            t = (target - a.psnr) / (b.psnr - a.psnr)
+            return f"{a.bytes_per_image + t * (b.bytes_per_image - a.bytes_per_image):.0f} bytes"
+    best = max(sweep, key=lambda p: p.psnr)
+    return f"not reached (best {best.psnr:.2f} dB at {best.bytes_per_image:.0f} bytes)"
+
+
+def measure(dataset: str, data_dir: str | None, subset: int) -> tuple[list[Point], dict[str, float]]:
+    images = load_split(dataset, "test", data_dir)[0]
+    runtime = load_model(ROOT / "models" / dataset, "cpu", threads=0, warmup_runs=1)
+    ours, extra = our_points(runtime, images, subset)
+    return ours + baseline_points(images[:subset]), extra

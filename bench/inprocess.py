@@ -1,13 +1,18 @@
 """In-process throughput per graph: PyTorch eager vs onnxruntime, against the machine's matmul rate.
 
-encode = encoder + quantizer, decode = decoder (codebook lookup inside). Both sides get the same
-threads; rows alternate torch / onnxruntime over several rounds and report medians, so that a noisy
-neighbour slows both rather than one.
+encode = encoder + quantizer, decode = decoder (codebook lookup inside). Both get the same threads.
+Each framework is measured in its own subprocess, alternating over several rounds (medians
+reported): in one process, the thread pool one leaves spinning after a run slows the other.
+
+    python -m bench.inprocess torch|onnxruntime MODEL_DIR THREADS SECONDS   # one measurement, JSON out
 """
 
 from __future__ import annotations
 
+import json
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,9 +23,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from service.runtime import ModelRuntime, load_model
-from training.checkpoint import load_checkpoint, model_from_checkpoint
 from training.model import VQVAE
+
+BATCHES = (1, 64, 256)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -83,27 +89,58 @@ def images_per_second(fn: Callable[[], object], batch: int, seconds: float) -> f
     return batch * runs / elapsed
 
 
-def measure_graphs(model_dir: Path, threads: int, batches: tuple[int, ...] = (1, 64, 256),
-                   seconds: float = 1.0, rounds: int = 3) -> list[GraphRow]:
+def load_torch(model_dir: Path) -> VQVAE:
+    from training.checkpoint import load_checkpoint, model_from_checkpoint
+
+    return model_from_checkpoint(load_checkpoint(model_dir / "checkpoint.pt"))
+
+
+def measure_one(framework: str, model_dir: Path, threads: int, seconds: float) -> dict[str, dict[int, float]]:
+    """Images/s of one framework for every graph and batch size (run alone in a subprocess)."""
     torch.set_num_threads(threads)
-    model = model_from_checkpoint(load_checkpoint(model_dir / "checkpoint.pt"))
-    runtime: ModelRuntime = load_model(model_dir, "cpu", threads=threads, warmup_runs=3, max_batch=max(batches))
-    flops = dict(zip(("encode", "decode"), count_flops(model), strict=True))
     rng = np.random.default_rng(0)
-    rows = []
-    for graph in ("encode", "decode"):
-        for batch in batches:
-            images = rng.random((batch, 1, 28, 28), dtype=np.float32)
-            codes = runtime.encode(images)
-            x, idx = torch.from_numpy(images), torch.from_numpy(codes)
+    out: dict[str, dict[int, float]] = {"encode": {}, "decode": {}}
+    if framework == "torch":
+        model = load_torch(model_dir)
+        for batch in BATCHES:
+            x = torch.from_numpy(rng.random((batch, 1, 28, 28), dtype=np.float32))
             with torch.inference_mode():
-                torch_fn = partial(model.encode_to_indices, x) if graph == "encode" else partial(
-                    model.decode_from_indices, idx)
-                ort_fn = partial(runtime.encode, images) if graph == "encode" else partial(runtime.decode, codes)
-                torch_runs, ort_runs = [], []
-                for _ in range(rounds):
-                    torch_runs.append(images_per_second(torch_fn, batch, seconds))
-                    ort_runs.append(images_per_second(ort_fn, batch, seconds))
-            rows.append(GraphRow(graph, batch, statistics.median(torch_runs), statistics.median(ort_runs),
-                                 flops[graph]))
-    return rows
+                idx = model.encode_to_indices(x)
+                out["encode"][batch] = images_per_second(partial(model.encode_to_indices, x), batch, seconds)
+                out["decode"][batch] = images_per_second(partial(model.decode_from_indices, idx), batch, seconds)
+        return out
+    from service.runtime import load_model
+
+    runtime = load_model(model_dir, "cpu", threads=threads, warmup_runs=3, max_batch=max(BATCHES))
+    for batch in BATCHES:
+        images = rng.random((batch, 1, 28, 28), dtype=np.float32)
+        codes = runtime.encode(images)
+        out["encode"][batch] = images_per_second(partial(runtime.encode, images), batch, seconds)
+        out["decode"][batch] = images_per_second(partial(runtime.decode, codes), batch, seconds)
+    return out
+
+
+def _subprocess(framework: str, model_dir: Path, threads: int, seconds: float) -> dict[str, dict[int, float]]:
+    cmd = [sys.executable, "-m", "bench.inprocess", framework, str(model_dir), str(threads), str(seconds)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True, timeout=600)
+    raw = json.loads(done.stdout.strip().splitlines()[-1])
+    return {graph: {int(b): v for b, v in rates.items()} for graph, rates in raw.items()}
+
+
+def measure_graphs(model_dir: Path, threads: int, seconds: float = 1.0, rounds: int = 3) -> list[GraphRow]:
+    runs: dict[str, list[dict[str, dict[int, float]]]] = {"torch": [], "onnxruntime": []}
+    for _ in range(rounds):
+        for framework in runs:
+            runs[framework].append(_subprocess(framework, model_dir, threads, seconds))
+    flops = dict(zip(("encode", "decode"), count_flops(load_torch(model_dir)), strict=True))
+
+    def median(framework: str, graph: str, batch: int) -> float:
+        return statistics.median(r[graph][batch] for r in runs[framework])
+
+    return [GraphRow(g, b, median("torch", g, b), median("onnxruntime", g, b), flops[g])
+            for g in ("encode", "decode") for b in BATCHES]
+
+
+if __name__ == "__main__":
+    framework, model_dir, threads, seconds = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+    print(json.dumps(measure_one(framework, model_dir, threads, seconds)))

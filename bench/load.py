@@ -74,12 +74,15 @@ def running(cmd: list[str], port: int, env: dict[str, str], ready_path: str) -> 
             time.sleep(0.1)
         yield url
     finally:
-        process.terminate()
+        if process.poll() is None:
+            process.terminate()
         process.wait(30)
 
 
-def ours(models_dir: Path, batching: str, port: int) -> contextlib.AbstractContextManager[str]:
-    env = {"VQVAE_MODELS_DIR": str(models_dir), "VQVAE_BATCHING": batching, "VQVAE_LOG_LEVEL": "warning"}
+def ours(models_dir: Path, batching: str, port: int,
+         extra_env: dict[str, str] | None = None) -> contextlib.AbstractContextManager[str]:
+    env = {"VQVAE_MODELS_DIR": str(models_dir), "VQVAE_BATCHING": batching, "VQVAE_LOG_LEVEL": "warning",
+           **(extra_env or {})}
     return running([sys.executable, "-m", "service", "--port", str(port)], port, env, "/readyz")
 
 
@@ -126,6 +129,23 @@ def wrk(url: str, workload: Workload, concurrency: int, seconds: float, scratch:
     return done.stdout
 
 
+def settle(url: str, timeout: float = 60) -> None:
+    """Wait until the server has nothing in flight: wrk abandons its last requests when a run ends, and
+    the next row must not start behind them. Servers without /metrics just get a short pause."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            text = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()  # noqa: S310
+        except OSError:
+            time.sleep(0.5)
+            return
+        in_flight = next((float(line.split()[-1]) for line in text.splitlines()
+                          if line.startswith("vqvae_requests_in_flight ")), 0.0)
+        if in_flight <= 1:  # the /metrics request itself
+            return
+        time.sleep(0.1)
+
+
 def run_rows(server: str, url: str, workloads: list[Workload], concurrencies: tuple[int, ...],
              seconds: float) -> list[LoadRow]:
     if shutil.which("wrk") is None:
@@ -135,6 +155,7 @@ def run_rows(server: str, url: str, workloads: list[Workload], concurrencies: tu
         for workload in workloads:
             wrk(url, workload, 4, 1, Path(tmp))  # warm-up, not recorded
             for concurrency in concurrencies:
+                settle(url)
                 rps, p50, p99, errors = parse_wrk(wrk(url, workload, concurrency, seconds, Path(tmp)))
                 rows.append(LoadRow(server, workload.name, concurrency, workload.images, rps, p50, p99, errors))
                 print(f"  {server:<14} {workload.name:<12} c={concurrency:<3} {rps:9.0f} req/s  "

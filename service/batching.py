@@ -94,7 +94,12 @@ class MicroBatcher:
         self._queue.extend(jobs)
         self._queued_items += n
         self._arrived.set()
-        parts = [await job.future for job in jobs]
+        try:
+            parts = [await job.future for job in jobs]
+        except asyncio.CancelledError:  # deadline or client gone: none of this request's jobs should run
+            for job in jobs:
+                job.future.cancel()
+            raise
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     async def close(self) -> None:

@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     batching: Literal["on", "off"] = Field("on", description="coalesce concurrent requests into one run")
     batch_max: int = Field(64, ge=1, le=1024, description="items per onnxruntime run")
     batch_wait_ms: float = Field(0.0, ge=0, le=2.0, description="wait for company while a batch is not full")
-    queue_max_items: int = Field(1024, ge=1, description="items queued per model and graph before 429")
+    queue_max_items: int = Field(4096, ge=1, description="items queued per model and graph before 429")
     request_timeout_s: float = Field(10.0, gt=0, description="deadline for a request's inference (504 after)")
 
     # -- demo page

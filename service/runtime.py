@@ -40,6 +40,9 @@ def session_options(threads: int) -> ort.SessionOptions:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # No busy-waiting between runs: spinning threads starve the event loop on small machines (on 2 cores
+    # it cut /encode p99 at concurrency 1 from 6.9 ms to 1.3 ms and raised throughput; BENCHMARKS.md).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # onnxruntime's own warnings go to our log only as errors
     return options
 

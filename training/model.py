@@ -32,7 +32,7 @@ class ModelConfig:
     code_dim: int = 64  # D
     codebook_size: int = 512  # K
     beta: float = 0.25
-    ema: bool = True
+    ema: bool = False  # EMA codebook: measured worse than the codebook loss here (docs/training.md)
     ema_decay: float = 0.99
     data_init: bool = True
     restart_threshold: float = 1.0  # smoothed uses per batch below which a code is re-seeded

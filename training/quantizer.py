@@ -100,7 +100,7 @@ class VectorQuantizer(nn.Module):
         codebook_size: int = 512,
         dim: int = 64,
         beta: float = 0.25,
-        ema: bool = True,
+        ema: bool = False,
         decay: float = 0.99,
         eps: float = 1e-5,
         data_init: bool = True,

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from service.codec import Header, Kind, decode_stream, encode_stream
 from service.deps import DefaultModelDep, NamedModelDep, SettingsDep
@@ -79,14 +80,28 @@ DECODE_RESPONSES: dict[int | str, dict[str, Any]] = {
 T = TypeVar("T")
 
 
-async def within_deadline(work: Awaitable[T], seconds: float) -> T:
-    """Await `work`, or give 504 after `seconds` (the queued work is then skipped, not run)."""
+async def _client_gone(request: Request) -> None:
+    """Returns when the client disconnects (the body has been read; only disconnect messages remain)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def for_client(request: Request, work: Awaitable[T], seconds: float) -> T:
+    """Await `work` within the deadline (504 after it). If the client disconnects first, the work is
+    cancelled, so its queued inference is skipped rather than run for nobody."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_client_gone(request))
     try:
-        async with asyncio.timeout(seconds):
-            return await work
-    except TimeoutError as exc:
-        raise DeadlineExceeded(f"the request did not finish within {seconds:g} s; the server is busy, "
-                               "retry later or send fewer images per request") from exc
+        done, _ = await asyncio.wait({task, watcher}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    if watcher in done:
+        raise ClientDisconnect()
+    raise DeadlineExceeded(f"the request did not finish within {seconds:g} s; the server is busy, "
+                           "retry later or send fewer images per request")
 
 
 async def encode(request: Request, model: ServedModel, settings: SettingsDep, resize: Resize,
@@ -94,7 +109,7 @@ async def encode(request: Request, model: ServedModel, settings: SettingsDep, re
     uploads = await read_images(request, settings.max_images, settings.max_body_bytes)
     m = model.manifest
     images = await decode_uploads(m, uploads, resize, settings.max_pixels)  # (N, C, H, W) float32
-    codes = await within_deadline(model.encode(images), settings.request_timeout_s)  # (N, h, w) int64
+    codes = await for_client(request, model.encode(images), settings.request_timeout_s)  # (N, h, w) int64
     if output != "json":
         stream = encode_stream(codes, STREAM_KINDS[output], m, model.runtime.entropy)
         return Response(stream, media_type="application/octet-stream")
@@ -140,7 +155,7 @@ async def decode(request: Request, model: ServedModel, settings: SettingsDep) ->
         raise UnsupportedMediaType('send application/json {"codes": [[...], ...]} or an application/octet-stream '
                                    "stream from /encode?format=packed|entropy")
     check_grid_size(m, grids.shape[1], grids.shape[2], settings.max_pixels)
-    images = await within_deadline(model.decode(grids), settings.request_timeout_s)  # (N, C, H, W) float32
+    images = await for_client(request, model.decode(grids), settings.request_timeout_s)  # (N, C, H, W) float32
     pngs = await to_pngs(images)
     if single and prefers_png(request.headers.get("accept", "")):
         return Response(pngs[0], media_type="image/png")

@@ -191,3 +191,16 @@ def test_the_pytorch_weights_are_published_with_the_graphs(exported: Path, model
     rebuilt = model_from_checkpoint(ckpt)
     x = torch.tensor(mnist_test[0][:32], dtype=torch.float32).div(255).unsqueeze(1)
     assert torch.equal(rebuilt.encode_to_indices(x), model.encode_to_indices(x))
+
+
+@pytest.mark.parametrize("c_in, c_out, height, width", [(96, 48, 7, 7), (48, 1, 14, 14), (5, 3, 4, 9)])
+def test_subpixel_rewrite_equals_the_transposed_convolution(c_in: int, c_out: int, height: int, width: int) -> None:
+    from export.graphs import subpixel_conv
+
+    torch.manual_seed(c_in)
+    transposed = torch.nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1)
+    x = torch.randn(3, c_in, height, width)
+    with torch.no_grad():
+        assert torch.allclose(subpixel_conv(transposed)(x), transposed(x), atol=1e-5)
+    with pytest.raises(ValueError, match="kernel 4, stride 2, padding 1"):
+        subpixel_conv(torch.nn.ConvTranspose2d(4, 4, 3, stride=2, padding=1))

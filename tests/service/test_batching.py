@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import threading
 import time
@@ -208,3 +209,46 @@ def test_metrics_families_exist_and_move(client: httpx.Client, digits: np.ndarra
     assert metric(after, runs, model="mnist", graph="encode") >= metric(before, runs, model="mnist", graph="encode") + 3
     assert metric(after, "vqvae_request_duration_seconds_count", route="/encode") > 0
     assert metric(after, "vqvae_queue_wait_seconds_count", model="mnist", graph="decode") > 0
+
+
+def test_a_cancelled_split_request_cancels_all_its_parts(runtime: ModelRuntime, images: np.ndarray) -> None:
+    recorder = Recorder()
+
+    async def main() -> list[int]:
+        with ThreadPoolExecutor(1) as executor:
+            slow = MicroBatcher(lambda x: (time.sleep(0.05), runtime.encode(x))[1], executor,
+                                BatchPolicy(max_batch=8, coalesce=False), recorder)
+            big = asyncio.create_task(slow.submit(images[:64]))  # 8 jobs of 8
+            await asyncio.sleep(0.01)  # the first job is running
+            big.cancel()
+            after = await slow.submit(images[:1])  # must not wait behind 7 orphaned jobs
+            await slow.close()
+            return [len(after)]
+
+    started = time.monotonic()
+    assert asyncio.run(main()) == [1]
+    assert time.monotonic() - started < 0.3  # ≈ 2 runs of 50 ms, not 9
+    assert recorder.sizes.count(8) <= 1
+
+
+def test_work_for_clients_that_left_is_skipped(start_server, digits) -> None:  # type: ignore[no-untyped-def]
+    server = start_server(batching="off")
+    server.wait("/readyz")
+    files = [("images", (f"{i}.png", png_bytes(d), "image/png")) for i, d in enumerate(digits)]  # 64 per request
+
+    def impatient() -> None:
+        with contextlib.suppress(httpx.TimeoutException):  # the client gives up and closes its connection
+            httpx.post(server.url + "/encode", files=files, timeout=0.05)
+
+    threads = [threading.Thread(target=impatient) for _ in range(30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    time.sleep(1.0)  # let the server finish whatever it had started
+    text = httpx.get(server.url + "/metrics").text
+    encoded = metric(text, "vqvae_batch_size_sum", model="mnist", graph="encode")
+    assert encoded < 30 * 64 / 2, f"{encoded:.0f} images encoded for clients that had all left"
+    ok = httpx.post(server.url + "/encode", content=png_bytes(digits[0]), headers={"content-type": "image/png"})
+    assert ok.status_code == 200 and httpx.get(server.url + "/readyz").status_code == 200
+    assert "Traceback" not in server.log

@@ -61,7 +61,7 @@ def test_reconstruction_gradient_reaches_encoder_straight_through() -> None:
 
 
 def test_ema_update_on_hand_made_case() -> None:
-    q = VectorQuantizer(codebook_size=2, dim=1, decay=0.5, eps=0.0, data_init=False, restart_threshold=0)
+    q = VectorQuantizer(codebook_size=2, dim=1, ema=True, decay=0.5, eps=0.0, data_init=False, restart_threshold=0)
     q.codebook.copy_(torch.tensor([[0.0], [10.0]]))
     q.ema_embed_sum.copy_(torch.tensor([[0.0], [10.0]]))
     q.ema_cluster_size.copy_(torch.tensor([1.0, 1.0]))

@@ -1,0 +1,33 @@
+"""The load and soak runs of bench.soak, shortened for CI: the same code paths, a few seconds each."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.soak import main as soak_main
+
+
+@pytest.mark.parametrize("mode, extra", [("mix", ["--seconds", "6"]), ("soak", ["--requests", "4000"])])
+def test_mixed_load_has_no_errors_and_memory_stays_flat(mode: str, extra: list[str], data_dir: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    assert soak_main([mode, "--concurrency", "64", "--data-dir", str(data_dir), *extra]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["errors"] == 0, result["statuses"]
+    assert result["requests"] >= (4000 if mode == "soak" else 200)
+    if mode == "soak":
+        assert result["rss_growth_pct"] < 10, result
+
+
+def test_sigterm_under_load_loses_nothing(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert soak_main(["drain", "--seconds", "6", "--concurrency", "16", "--data-dir", str(data_dir)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["failed"] == 0, result
+    assert result["started_before_close"].get("200", 0) > 50 and result["in_flight_at_sigterm"] > 0
+
+
+def test_unknown_modes_are_refused() -> None:
+    with pytest.raises(SystemExit):
+        soak_main(["nonsense"])

@@ -206,7 +206,8 @@ def run_drain(url: str, pid: int, args: argparse.Namespace) -> dict[str, Any]:
             "started_before_close": dict(before), "started_after_close": dict(after),
             "in_flight_at_sigterm": sum(1 for started, _ in outcomes if signalled - 0.5 < started < signalled),
             "failed": sum(n for status, n in before.items() if status != "200"),
-            "failures_at_s_after_sigterm": sorted(round(started - signalled, 2) for started, status in outcomes if status != "200" and started < closed)}
+            "failures_at_s_after_sigterm": sorted(round(started - signalled, 2) for started, status in outcomes
+                                                  if status != "200" and started < closed)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,6 +29,7 @@ from training.metrics import psnr_from_mse, ssim
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = {"JPEG": [1, 5, 10, 20, 30, 50, 75, 90, 95], "WEBP": [0, 5, 10, 20, 30, 50, 75, 90, 100],
           "AVIF": [0, 10, 20, 30, 50, 70, 90]}
+SIDES = (28, 14)  # full resolution, and half resolution enlarged again after decoding
 
 
 @dataclass
@@ -45,17 +46,28 @@ def quality(original: np.ndarray, decoded: np.ndarray) -> tuple[float, float]:
     return psnr_from_mse(mse), float(ssim(original, decoded).mean())
 
 
+def round_trip(image: np.ndarray, fmt: str, q: int, side: int) -> tuple[int, np.ndarray]:
+    """One image through a format at `side`×`side` pixels -> (file bytes, decoded 28×28 uint8). Below 28 the
+    image is shrunk before encoding and enlarged after decoding (Lanczos): how a user meets a byte budget
+    that the format cannot reach at full resolution."""
+    source = Image.fromarray(image)
+    if side != image.shape[0]:
+        source = source.resize((side, side), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    source.save(buffer, format=fmt, quality=q)
+    decoded = Image.open(io.BytesIO(buffer.getvalue())).convert("L")
+    if side != image.shape[0]:
+        decoded = decoded.resize(image.shape[::-1], Image.Resampling.LANCZOS)
+    return buffer.tell(), np.asarray(decoded)
+
+
 def baseline_points(images: np.ndarray) -> list[Point]:
     points = []
-    for fmt, qualities in SWEEPS.items():
+    for side, (fmt, qualities) in itertools.product(SIDES, SWEEPS.items()):
         for q in qualities:
-            sizes, decoded = [], []
-            for image in images:
-                buffer = io.BytesIO()
-                Image.fromarray(image).save(buffer, format=fmt, quality=q)
-                sizes.append(buffer.tell())
-                decoded.append(np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("L")))
-            points.append(Point(fmt, f"q={q}", float(np.mean(sizes)), *quality(images, np.stack(decoded))))
+            sizes, decoded = zip(*(round_trip(image, fmt, q, side) for image in images), strict=True)
+            label = fmt if side == images.shape[1] else f"{fmt} {side}×{side}"
+            points.append(Point(label, f"q={q}", float(np.mean(sizes)), *quality(images, np.stack(decoded))))
     png = np.mean([len(_png(image)) for image in images])
     points.append(Point("PNG", "lossless", float(png), math.inf, 1.0))
     return points
@@ -119,21 +131,34 @@ def _positional_entropy_bits(codes: np.ndarray) -> float:
     return total
 
 
-def at_equal_bytes(points: list[Point], fmt: str, target: float) -> str:
-    sweep = sorted((p for p in points if p.codec == fmt), key=lambda p: p.bytes_per_image)
+def baseline_series(points: list[Point]) -> list[str]:
+    """The lossy baselines in the order measured: "JPEG", ..., "WEBP 14×14", ..."""
+    return list(dict.fromkeys(p.codec for p in points if p.codec not in ("ours", "PNG")))
+
+
+def sweep_of(points: list[Point], series: str) -> list[Point]:
+    return sorted((p for p in points if p.codec == series), key=lambda p: p.bytes_per_image)
+
+
+def psnr_at_bytes(points: list[Point], series: str, target: float) -> tuple[float, str]:
+    """A series' PSNR at `target` bytes: interpolated inside its range; below its smallest file, the PSNR
+    of that smallest file, an upper bound (smaller files of a format are not sharper) -> (dB, how)."""
+    sweep = sweep_of(points, series)
     if target < sweep[0].bytes_per_image:
         s = sweep[0]
-        return (f"cannot get that small: its smallest files ({s.setting}) average {s.bytes_per_image:.0f} bytes "
-                f"at {s.psnr:.2f} dB")
+        return s.psnr, f"≤ {s.psnr:.2f} dB (cannot get that small: its smallest files, {s.setting}, are " \
+                       f"{s.bytes_per_image:.0f} bytes)"
     for a, b in itertools.pairwise(sweep):
         if a.bytes_per_image <= target <= b.bytes_per_image:
             t = (target - a.bytes_per_image) / (b.bytes_per_image - a.bytes_per_image)
-            return f"{a.psnr + t * (b.psnr - a.psnr):.2f} dB (interpolated between {a.setting} and {b.setting})"
-    return "larger than every setting swept"
+            value = a.psnr + t * (b.psnr - a.psnr)
+            return value, f"{value:.2f} dB (interpolated between {a.setting} and {b.setting})"
+    best = sweep[-1]
+    return best.psnr, f"{best.psnr:.2f} dB (at its largest setting, {best.setting})"
 
 
-def bytes_for_psnr(points: list[Point], fmt: str, target: float) -> str:
-    sweep = sorted((p for p in points if p.codec == fmt), key=lambda p: p.bytes_per_image)
+def bytes_for_psnr(points: list[Point], series: str, target: float) -> str:
+    sweep = sweep_of(points, series)
     for a, b in itertools.pairwise(sweep):
         if a.psnr <= target <= b.psnr:
             t = (target - a.psnr) / (b.psnr - a.psnr)

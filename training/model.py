@@ -26,9 +26,9 @@ DOWNSAMPLE = 4  # two stride-2 stages
 @dataclass
 class ModelConfig:
     in_channels: int = 1
-    hidden: int = 96  # channels of the convolutional trunk
+    hidden: int = 64  # channels of the convolutional trunk
     res_blocks: int = 2  # residual blocks on each side of the bottleneck
-    res_hidden: int = 48  # bottleneck width inside a residual block
+    res_hidden: int = 32  # bottleneck width inside a residual block
     code_dim: int = 64  # D
     codebook_size: int = 512  # K
     beta: float = 0.25

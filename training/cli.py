@@ -18,7 +18,7 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def _parse_bool(text: str) -> bool:
+def parse_bool(text: str) -> bool:
     lowered = text.lower()
     if lowered in _TRUE | _FALSE:
         return lowered in _TRUE
@@ -26,10 +26,10 @@ def _parse_bool(text: str) -> bool:
 
 
 def _converter(annotation: Any) -> Any:
-    """int | None -> int, bool -> _parse_bool, str -> str."""
+    """int | None -> int, bool -> parse_bool, str -> str."""
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
-    return _parse_bool if annotation is bool else annotation
+    return parse_bool if annotation is bool else annotation
 
 
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-HEADER = ("run", "command", "steps", "train time (s)", "MSE", "PSNR (dB)", "8-bit PSNR (dB)", "SSIM",
-          "codes used", "perplexity")
+HEADER = ("run", "command", "quantizer options", "steps", "train time (s)", "MSE", "PSNR (dB)", "8-bit PSNR (dB)",
+          "SSIM", "codes used", "perplexity")
 
 
 def run_summary(run_dir: Path) -> dict[str, Any]:
@@ -24,17 +24,28 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
     if not eval_path.is_file():
         raise FileNotFoundError(f"{eval_path}: no eval.json (has the run finished?)")
     metrics: dict[str, Any] = json.loads(eval_path.read_text())
-    command = ""
+    command, options = "", ""
     if (run_dir / "ckpt.pt").is_file():
         from training.checkpoint import load_checkpoint  # torch only when a checkpoint is there
 
-        command = load_checkpoint(run_dir / "ckpt.pt").get("command", "")
-    return {"run": run_dir.name, "command": command, **metrics}
+        ckpt = load_checkpoint(run_dir / "ckpt.pt")
+        command, options = ckpt.get("command", ""), quantizer_options(ckpt["config"]["model"])
+    return {"run": run_dir.name, "command": command, "options": options, **metrics}
+
+
+def quantizer_options(model: dict[str, Any]) -> str:
+    """The quantizer options a run really used (from its stored config, whatever the defaults are now)."""
+    restart = f"restart < {model['restart_threshold']:g}" if model["restart_threshold"] > 0 else "no restart"
+    return ", ".join([
+        "EMA codebook" if model["ema"] else "codebook loss",
+        "k-means++ init" if model["data_init"] else "random init",
+        restart,
+    ])
 
 
 def table_row(s: dict[str, Any]) -> str:
-    cells = (s["run"], f"`{s['command']}`", f"{s['step']:,}", f"{s['train_seconds']:.1f}", f"{s['mse']:.5f}",
-             f"{s['psnr_dataset']:.2f}", f"{s['psnr_8bit_mean']:.2f}", f"{s['ssim']:.4f}",
+    cells = (s["run"], f"`{s['command']}`", s.get("options", ""), f"{s['step']:,}", f"{s['train_seconds']:.1f}",
+             f"{s['mse']:.5f}", f"{s['psnr_dataset']:.2f}", f"{s['psnr_8bit_mean']:.2f}", f"{s['ssim']:.4f}",
              f"{s['codes_used_count']} ({s['codes_used']:.1%})", f"{s['perplexity']:.1f}")
     return "| " + " | ".join(cells) + " |"
 

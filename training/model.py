@@ -34,7 +34,7 @@ class ModelConfig:
     beta: float = 0.25
     ema: bool = False  # EMA codebook: measured worse than the codebook loss here (docs/training.md)
     ema_decay: float = 0.99
-    data_init: bool = False  # k-means++ start: a tie with restarts on at this budget (docs/training.md)
+    data_init: bool = True  # k-means++ start: +0.13 dB on Fashion-MNIST, a tie on MNIST (docs/training.md)
     restart_threshold: float = 1.0  # smoothed uses per batch below which a code is re-seeded
 
 

@@ -12,8 +12,8 @@ Options, each measured at the 10-minute budget in docs/training.md and on by def
 it won there:
 - `ema` (off: −0.7 dB): the codebook follows exponential moving averages of its assigned encoder
   outputs (paper appendix; decay 0.99, Laplace-smoothed counts) instead of the codebook loss gradient.
-- `data_init` (off: a tie once restarts are on): the codebook starts as k-means++ centres of the
-  first batch's encoder outputs.
+- `data_init` (on: +0.13 dB on Fashion-MNIST, a tie on MNIST): the codebook starts as k-means++
+  centres of the first batch's encoder outputs.
 - dead-code restart (on: without it a third of the codes die): codes whose smoothed usage falls
   below `restart_threshold` are re-seeded from current encoder outputs.
 Under torch.distributed every statistic is all-reduced and every re-seed broadcast, so all ranks
@@ -105,7 +105,7 @@ class VectorQuantizer(nn.Module):
         ema: bool = False,
         decay: float = 0.99,
         eps: float = 1e-5,
-        data_init: bool = False,
+        data_init: bool = True,
         restart_threshold: float = 1.0,
     ) -> None:
         super().__init__()

@@ -1,6 +1,6 @@
 """Export a checkpoint to ONNX behind the parity gate.
 
-    python -m export runs/mnist/ckpt.pt models/mnist --version 1.0.0
+    python -m export runs/mnist/ckpt.pt models/mnist --version 2.1.0
 
 Writes encoder.onnx, quantizer.onnx, decoder.onnx, model.json and reconstructions.png, but only
 after onnx.checker and the PyTorch-vs-onnxruntime parity check pass; exits 1 otherwise.
@@ -28,10 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", default="1.0.0", help="model version recorded in the manifest")
     parser.add_argument("--data-dir", help="where the test set is (default: $VQVAE_DATA_DIR or the user cache)")
     parser.add_argument("--parity-images", type=int, default=10000, help="test images for the parity check")
+    parser.add_argument("--upsample", choices=["transpose", "subpixel"], default="transpose",
+                        help="decoder upsampling form in decoder.onnx: ConvTranspose (faster on AVX2 CPUs) or "
+                             "convolution + pixel shuffle (faster on AVX-512); both pass the same parity gate")
     args = parser.parse_args(argv)
     try:
         manifest = export_checkpoint(args.checkpoint, args.out_dir, args.name, args.version,
-                                     args.data_dir, args.parity_images)
+                                     args.data_dir, args.parity_images, args.upsample)
     except (ParityError, CheckpointError, DataError, ManifestError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

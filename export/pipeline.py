@@ -19,7 +19,7 @@ import onnx
 import onnxruntime
 import torch
 
-from export.graphs import OPSET, export_graph, graph_specs, write_metadata
+from export.graphs import OPSET, Upsample, export_graph, graph_specs, write_metadata
 from export.parity import ParityReport, check_parity
 from service.codec.entropy import COUNTS_FILE, fit, save_model
 from service.manifest import (
@@ -61,10 +61,10 @@ def draft_manifest(ckpt: dict[str, Any], model: VQVAE, name: str, version: str) 
     )
 
 
-def build_graphs(model: VQVAE, draft: Manifest, scratch: Path) -> dict[str, Path]:
+def build_graphs(model: VQVAE, draft: Manifest, scratch: Path, upsample: Upsample = "transpose") -> dict[str, Path]:
     """Export the three graphs into `scratch` with their metadata; onnx.checker must pass on each."""
     paths: dict[str, Path] = {}
-    for spec in graph_specs(model):
+    for spec in graph_specs(model, upsample):
         path = scratch / f"{spec.name}.onnx"
         export_graph(spec, path)
         write_metadata(path, draft.metadata(spec.name))
@@ -110,17 +110,19 @@ def publish(scratch: Path, out_dir: Path, manifest: Manifest) -> None:
 
 
 def export_checkpoint(checkpoint: Path, out_dir: Path, name: str | None = None, version: str = "1.0.0",
-                      data_dir: str | None = None, parity_images: int = 10000) -> Manifest:
+                      data_dir: str | None = None, parity_images: int = 10000,
+                      upsample: Upsample = "transpose") -> Manifest:
     """The whole export; raises ParityError (writing nothing) when ONNX and PyTorch disagree."""
     ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt)
     dataset = ckpt["config"]["dataset"]
     test_images: np.ndarray = load_split(dataset, "test", data_dir)[0]
     draft = draft_manifest(ckpt, model, name or dataset, version)
+    draft = draft.model_copy(update={"producer": {**draft.producer, "decoder_upsampling": upsample}})
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir.parent))
     try:
-        paths = build_graphs(model, draft, scratch)
+        paths = build_graphs(model, draft, scratch, upsample)
         report = check_parity(model, paths, test_images[:parity_images])
         metrics = {"dataset": dataset, "split": "test", **evaluate_model(model, test_images)}
         recon, _ = reconstruct(model, test_images[:64])

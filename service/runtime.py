@@ -66,10 +66,31 @@ def _check_io(manifest: Manifest, graph: str, session: ort.InferenceSession) -> 
         )
 
 
+# Batches up to this size run on a single-threaded session: waking a second intra-op thread for a
+# handful of 7×7 convolutions costs more than it saves (batch 1 on 2 cores: 4,463 encodes/s on one
+# thread, 3,140 on two), and in the service the other core is busy with HTTP. From 4 on, two win.
+SMALL_BATCH = 2
+
+
+@dataclass
+class GraphSession:
+    """One graph and the sessions that run it: `wide` uses every thread this worker may use; `narrow`,
+    present when that is more than one thread on CPU, takes the small batches."""
+
+    wide: ort.InferenceSession
+    narrow: ort.InferenceSession | None = None
+
+    def run(self, output: str, feed: dict[str, np.ndarray]) -> np.ndarray:
+        batch = len(next(iter(feed.values())))
+        session = self.narrow if self.narrow is not None and batch <= SMALL_BATCH else self.wide
+        result: np.ndarray = session.run([output], feed)[0]
+        return result
+
+
 @dataclass
 class ModelRuntime:
     manifest: Manifest
-    sessions: dict[str, ort.InferenceSession]
+    sessions: dict[str, GraphSession]
     provider: str  # the provider onnxruntime really runs, e.g. CPUExecutionProvider
     entropy: EntropyModel | None = None  # for entropy-coded streams, when the model ships one
 
@@ -79,14 +100,12 @@ class ModelRuntime:
 
     def encode(self, images: np.ndarray) -> np.ndarray:
         """float32 (N, C, H, W) in [0, 1] -> int64 indices (N, H/4, W/4)."""
-        latent = self.sessions["encoder"].run(["latent"], {"image": images})[0]  # (N, D, h, w)
-        indices: np.ndarray = self.sessions["quantizer"].run(["indices"], {"latent": latent})[0]
-        return indices
+        latent = self.sessions["encoder"].run("latent", {"image": images})  # (N, D, h, w)
+        return self.sessions["quantizer"].run("indices", {"latent": latent})
 
     def decode(self, indices: np.ndarray) -> np.ndarray:
         """int64 (N, h, w) -> float32 images (N, C, 4h, 4w) in [0, 1]."""
-        images: np.ndarray = self.sessions["decoder"].run(["image"], {"indices": indices})[0]
-        return images
+        return self.sessions["decoder"].run("image", {"indices": indices})
 
     def warm_up(self, runs: int, max_batch: int) -> None:
         """Run the native size end to end, at every batch bucket once (so memory reaches its steady
@@ -120,23 +139,29 @@ def _load_entropy(manifest: Manifest, model_dir: Path) -> EntropyModel | None:
     return model
 
 
+def _open_session(manifest: Manifest, graph: str, path: Path, threads: int,
+                  providers: list[str]) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(str(path), sess_options=session_options(threads), providers=providers)
+    except Exception as exc:  # onnxruntime raises its own exception types for a bad graph
+        raise ModelLoadError(f"{manifest.name}: {graph}.onnx is not a loadable ONNX model") from exc
+
+
 def load_model(model_dir: Path, providers: ProviderChoice, threads: int, warmup_runs: int,
                max_batch: int = 64) -> ModelRuntime:
     """Every check in order; raises a ModelLoadError subclass naming the first failure."""
     manifest = load_manifest(model_dir)
     verify_files(manifest, model_dir)
     wanted = provider_list(providers, ort.get_available_providers())
-    sessions: dict[str, ort.InferenceSession] = {}
+    sessions: dict[str, GraphSession] = {}
     for graph in GRAPHS:
         path = model_dir / manifest.file(graph).path
-        try:
-            session = ort.InferenceSession(str(path), sess_options=session_options(threads), providers=wanted)
-        except Exception as exc:  # onnxruntime raises its own exception types for a bad graph
-            raise ModelLoadError(f"{manifest.name}: {graph}.onnx is not a loadable ONNX model") from exc
-        _check_metadata(manifest, graph, session)
-        _check_io(manifest, graph, session)
-        sessions[graph] = session
-    active = sessions["encoder"].get_providers()[0]
+        wide = _open_session(manifest, graph, path, threads, wanted)
+        _check_metadata(manifest, graph, wide)
+        _check_io(manifest, graph, wide)
+        narrow = _open_session(manifest, graph, path, 1, wanted) if threads > 1 and wanted == [CPU] else None
+        sessions[graph] = GraphSession(wide, narrow)
+    active = sessions["encoder"].wide.get_providers()[0]
     if providers == "cuda" and active != CUDA:
         raise ProviderError(
             f"{manifest.name}: VQVAE_PROVIDERS=cuda but onnxruntime runs {active} "

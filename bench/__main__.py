@@ -53,16 +53,19 @@ def workloads(data_dir: str | None) -> list[Workload]:
 def http_part(models_dir: Path, checkpoint: Path, data_dir: str | None, concurrencies: tuple[int, ...],
               seconds: float) -> list[LoadRow]:
     rows: list[LoadRow] = []
-    port = free_port()
-    with comparison("hello", port, checkpoint) as url:
+    with comparison("hello", free_port(), checkpoint) as url:
         rows += run_rows("hello-world", url, [Workload("hello", "/hello")], concurrencies, seconds)
     for batching in ("on", "off"):
-        port = free_port()
-        with ours(models_dir, batching, port) as url:
+        with ours(models_dir, batching, free_port()) as url:
             rows += run_rows(f"ours, batching {batching}", url, workloads(data_dir), concurrencies, seconds)
-    port = free_port()
-    with comparison("naive", port, checkpoint) as url:
+    with comparison("naive", free_port(), checkpoint) as url:
         rows += run_rows("naive-pytorch", url, workloads(data_dir)[:1], concurrencies, seconds)
+    # One worker process per CPU: both the ceiling and ours, so that the ratio compares like with like.
+    cpus = usable_cpus()
+    with comparison("hello", free_port(), checkpoint, workers=cpus) as url:
+        rows += run_rows(f"hello-world, {cpus} workers", url, [Workload("hello", "/hello")], concurrencies, seconds)
+    with ours(models_dir, faster_setting(rows).split()[-1], free_port(), {"VQVAE_WORKERS": str(cpus)}) as url:
+        rows += run_rows(f"ours, {cpus} workers", url, workloads(data_dir)[:1], concurrencies, seconds)
     return rows
 
 
@@ -93,8 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     load = http_part(args.models_dir, model_dir / "checkpoint.pt", args.data_dir, (1, 8, 32, 64), args.seconds)
 
     best = faster_setting(load)
-    ceiling = {r.concurrency: r.requests_s for r in load if r.server == "hello-world"}
-    cells = graph_cells(graphs, matmul) + load_cells(load, ceiling)
+    cells = graph_cells(graphs, matmul) + load_cells(load)
     notes = targets(graphs, matmul, load, best)
     print("\n" + markdown_table(cells) + "\n\n" + "\n".join(notes))
     command = "python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:])

@@ -86,8 +86,9 @@ def ours(models_dir: Path, batching: str, port: int,
     return running([sys.executable, "-m", "service", "--port", str(port)], port, env, "/readyz")
 
 
-def comparison(kind: str, port: int, checkpoint: Path) -> contextlib.AbstractContextManager[str]:
-    cmd = [sys.executable, "-m", "bench.servers", kind, "--port", str(port), "--checkpoint", str(checkpoint)]
+def comparison(kind: str, port: int, checkpoint: Path, workers: int = 1) -> contextlib.AbstractContextManager[str]:
+    cmd = [sys.executable, "-m", "bench.servers", kind, "--port", str(port), "--checkpoint", str(checkpoint),
+           "--workers", str(workers)]
     return running(cmd, port, {}, "/hello" if kind == "hello" else "/readyz")
 
 

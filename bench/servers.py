@@ -61,7 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("kind", choices=["hello", "naive"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--checkpoint", help="PyTorch weights for the naive server")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (hello only)")
     args = parser.parse_args(argv)
+    if args.kind == "hello" and args.workers > 1:  # uvicorn needs an import string to start workers
+        uvicorn.run("bench.servers:hello_app", factory=True, workers=args.workers, host="127.0.0.1", port=args.port,
+                    **UVICORN)  # type: ignore[arg-type]
+        return 0
     app = hello_app() if args.kind == "hello" else naive_app(args.checkpoint)
     uvicorn.run(app, host="127.0.0.1", port=args.port, **UVICORN)  # type: ignore[arg-type]
     return 0

@@ -9,6 +9,8 @@ through the same queue, bounds and metrics.
 
 Backpressure: the queue holds at most max_queue items; beyond that submit raises Overloaded (429)
 at once. A waiter that is cancelled (deadline, client gone) is skipped; the batch goes on.
+
+Small runs (policy.inline_max items) run on the event loop, larger ones on the inference thread.
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ class BatchPolicy:
     max_batch: int = 64
     max_wait: float = 0.0  # seconds to wait for company when fewer than max_batch items are queued
     max_queue: int = 1024  # items waiting (not yet running) before new work is refused
+    # Runs of at most this many items execute on the event loop itself: for a digit or two the run
+    # (~0.2 ms on one thread) is cheaper than the two thread wake-ups of the executor hop (~0.3 ms
+    # on this VM; /encode p50 at concurrency 1: 0.96 ms inline, 1.29 ms through the thread).
+    inline_max: int = 2
 
 
 def bucket(n: int, max_batch: int) -> int:
@@ -120,7 +126,10 @@ class MicroBatcher:
             batch = jobs[0].inputs if len(jobs) == 1 else np.concatenate([j.inputs for j in jobs])
             self.observer.batch_ran(len(batch), waits)
             try:
-                outputs = await loop.run_in_executor(self.executor, self.run, batch)
+                if len(batch) <= self.policy.inline_max:
+                    outputs = self.run(batch)
+                else:
+                    outputs = await loop.run_in_executor(self.executor, self.run, batch)
             except Exception as exc:  # the run failed: every job in it gets the error
                 for job in jobs:
                     if not job.future.done():
@@ -132,6 +141,7 @@ class MicroBatcher:
                 if not job.future.done():  # a cancelled waiter is simply skipped
                     job.future.set_result(outputs[offset : offset + n])
                 offset += n
+            await asyncio.sleep(0)  # after an inline run: let other requests (and probes) have the loop
 
     async def _wait_for_company(self) -> None:
         """Wait up to max_wait past the oldest job's arrival while the batch is not full."""

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     batching: Literal["on", "off"] = Field("on", description="coalesce concurrent requests into one run")
     batch_max: int = Field(64, ge=1, le=1024, description="items per onnxruntime run")
     batch_wait_ms: float = Field(0.0, ge=0, le=2.0, description="wait for company while a batch is not full")
+    batch_inline_max: int = Field(2, ge=0, le=1024,
+                                  description="runs of at most this many items execute on the event loop, not a thread")
     queue_max_items: int = Field(4096, ge=1, description="items queued per model and graph before 429")
     request_timeout_s: float = Field(10.0, gt=0, description="deadline for a request's inference (504 after)")
 

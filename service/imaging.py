@@ -18,6 +18,7 @@ from service.errors import ImageTooLarge, UndecodableImage
 
 SUPPORTED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+ORIENTATION = 0x0112  # the EXIF tag
 
 
 def _open(data: bytes, max_pixels: int, label: str) -> Image.Image:
@@ -61,7 +62,8 @@ def decode_image(data: bytes, channels: int, max_pixels: int, label: str = "imag
         image = _open(data, max_pixels, label)
         try:
             image.seek(0)  # animated GIF / multi-page TIFF: the first frame
-            image = ImageOps.exif_transpose(image) or image
+            if image.getexif().get(ORIENTATION, 1) != 1:  # what exif_transpose looks at, without its copy
+                image = ImageOps.exif_transpose(image) or image
             return _to_channels(image, channels)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ImageTooLarge(f"{label} is too large: {exc}") from exc

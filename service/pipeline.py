@@ -64,8 +64,8 @@ def images_to_batch(m: Manifest, uploads: list[ImageUpload], resize: Resize, max
                 "(or add ?resize=native)"
             )
         arrays.append(pixels)
-    batch = np.stack(arrays).transpose(0, 3, 1, 2)  # (N, C, H, W) uint8
-    return batch.astype(np.float32) / np.float32(255.0)
+    stacked = arrays[0][None] if len(arrays) == 1 else np.stack(arrays)  # (N, H, W, C) uint8
+    return stacked.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)  # (N, C, H, W)
 
 
 async def decode_uploads(m: Manifest, uploads: list[ImageUpload], resize: Resize, max_pixels: int) -> np.ndarray:

@@ -8,6 +8,7 @@ through two micro-batchers (encode, decode) that share the process's single infe
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -88,7 +89,7 @@ class ModelRegistry:
     def _serve(self, runtime: ModelRuntime) -> ServedModel:
         s = self.settings
         policy = BatchPolicy(coalesce=s.batching == "on", max_batch=s.batch_max, max_wait=s.batch_wait_ms / 1000,
-                             max_queue=s.queue_max_items)
+                             max_queue=s.queue_max_items, inline_max=s.batch_inline_max)
 
         def batcher(run: object, graph: str) -> MicroBatcher:
             return MicroBatcher(padded(run, s.batch_max), self.executor, policy,  # type: ignore[arg-type]
@@ -110,6 +111,9 @@ class ModelRegistry:
             with self._lock:
                 status.state, status.served = "ready", self._serve(runtime)
             model_ready(name, runtime.manifest.version, runtime.provider)
+        # Everything alive now (framework, sessions, manifests) lives as long as the process: move it
+        # out of the cyclic collector's sight so that collections triggered by requests stay short.
+        gc.freeze()
         self.loaded = True
 
     async def close(self) -> None:

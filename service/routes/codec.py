@@ -13,7 +13,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
 from service.codec import Header, Kind, decode_stream, encode_stream
-from service.deps import DefaultModelDep, NamedModelDep, SettingsDep
+from service.config import Settings
+from service.deps import CodecTarget, DefaultTargetDep, NamedTargetDep
 from service.errors import DeadlineExceeded, TooManyImages, UnsupportedMediaType
 from service.payloads import RAW_IMAGE_TYPES, media_type, parse_code_grids, parse_json, read_images
 from service.pipeline import Resize, check_grid_size, decode_uploads, to_pngs
@@ -91,21 +92,23 @@ async def for_client(request: Request, work: Awaitable[T], seconds: float) -> T:
     cancelled, so its queued inference is skipped rather than run for nobody."""
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(_client_gone(request))
+    watcher.add_done_callback(lambda _: task.cancel())  # fires on disconnect (and harmlessly on cleanup)
     try:
-        done, _ = await asyncio.wait({task, watcher}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        async with asyncio.timeout(seconds):
+            return await task
+    except TimeoutError:
+        raise DeadlineExceeded(f"the request did not finish within {seconds:g} s; the server is busy, "
+                               "retry later or send fewer images per request") from None
+    except asyncio.CancelledError:
+        if watcher.done() and not watcher.cancelled():
+            raise ClientDisconnect() from None
+        raise
     finally:
         watcher.cancel()
-    if task in done:
-        return task.result()
-    task.cancel()
-    if watcher in done:
-        raise ClientDisconnect()
-    raise DeadlineExceeded(f"the request did not finish within {seconds:g} s; the server is busy, "
-                           "retry later or send fewer images per request")
 
 
-async def encode(request: Request, model: ServedModel, settings: SettingsDep, resize: Resize,
-                 output: OutputFormat) -> Response:
+async def encode(request: Request, target: CodecTarget, resize: Resize, output: OutputFormat) -> Response:
+    model, settings = target.model, target.settings
     uploads = await read_images(request, settings.max_images, settings.max_body_bytes)
     m = model.manifest
     images = await decode_uploads(m, uploads, resize, settings.max_pixels)  # (N, C, H, W) float32
@@ -132,7 +135,7 @@ def prefers_png(accept: str) -> bool:
     return quality.get("image/png", 0.0) > 0 and quality["image/png"] >= quality.get("application/json", 0.0)
 
 
-def grids_from_stream(body: bytes, model: ServedModel, settings: SettingsDep) -> np.ndarray:
+def grids_from_stream(body: bytes, model: ServedModel, settings: Settings) -> np.ndarray:
     m = model.manifest
 
     def within_limits(header: Header) -> None:
@@ -143,7 +146,8 @@ def grids_from_stream(body: bytes, model: ServedModel, settings: SettingsDep) ->
     return decode_stream(body, m, model.runtime.entropy, within_limits)
 
 
-async def decode(request: Request, model: ServedModel, settings: SettingsDep) -> Response:
+async def decode(request: Request, target: CodecTarget) -> Response:
+    model, settings = target.model, target.settings
     m = model.manifest
     kind = media_type(request)
     if kind == "application/octet-stream":
@@ -165,25 +169,25 @@ async def decode(request: Request, model: ServedModel, settings: SettingsDep) ->
 
 @router.post("/encode", response_model=EncodeResponse, responses=ENCODE_RESPONSES, openapi_extra=ENCODE_BODY,
              summary="Encode images to code grids with the default model")
-async def encode_default(request: Request, model: DefaultModelDep, settings: SettingsDep,
-                         resize: ResizeQuery = None, format: FormatQuery = "json") -> Response:
-    return await encode(request, model, settings, resize, format)
+async def encode_default(request: Request, target: DefaultTargetDep, resize: ResizeQuery = None,
+                         format: FormatQuery = "json") -> Response:
+    return await encode(request, target, resize, format)
 
 
 @router.post("/v1/models/{name}/encode", response_model=EncodeResponse, responses=ENCODE_RESPONSES,
              openapi_extra=ENCODE_BODY, summary="Encode images to code grids with a named model")
-async def encode_named(request: Request, model: NamedModelDep, settings: SettingsDep,
-                       resize: ResizeQuery = None, format: FormatQuery = "json") -> Response:
-    return await encode(request, model, settings, resize, format)
+async def encode_named(request: Request, target: NamedTargetDep, resize: ResizeQuery = None,
+                       format: FormatQuery = "json") -> Response:
+    return await encode(request, target, resize, format)
 
 
 @router.post("/decode", response_model=DecodeResponse, responses=DECODE_RESPONSES, openapi_extra=DECODE_BODY,
              summary="Decode code grids to PNG images with the default model")
-async def decode_default(request: Request, model: DefaultModelDep, settings: SettingsDep) -> Response:
-    return await decode(request, model, settings)
+async def decode_default(request: Request, target: DefaultTargetDep) -> Response:
+    return await decode(request, target)
 
 
 @router.post("/v1/models/{name}/decode", response_model=DecodeResponse, responses=DECODE_RESPONSES,
              openapi_extra=DECODE_BODY, summary="Decode code grids to PNG images with a named model")
-async def decode_named(request: Request, model: NamedModelDep, settings: SettingsDep) -> Response:
-    return await decode(request, model, settings)
+async def decode_named(request: Request, target: NamedTargetDep) -> Response:
+    return await decode(request, target)

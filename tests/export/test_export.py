@@ -159,8 +159,8 @@ def test_a_failed_gate_writes_nothing_and_exits_non_zero(checkpoint: Path, data_
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     real_build = pipeline.build_graphs
 
-    def build_with_a_wrong_decoder(model: VQVAE, draft, scratch: Path):  # type: ignore[no-untyped-def]
-        paths = real_build(model, draft, scratch)
+    def build_with_a_wrong_decoder(model: VQVAE, draft, scratch: Path, upsample):  # type: ignore[no-untyped-def]
+        paths = real_build(model, draft, scratch, upsample)
         export_graph(graph_specs(perturbed(model))[2], paths["decoder"])  # the exporter got it wrong
         return paths
 
@@ -204,3 +204,19 @@ def test_subpixel_rewrite_equals_the_transposed_convolution(c_in: int, c_out: in
         assert torch.allclose(subpixel_conv(transposed)(x), transposed(x), atol=1e-5)
     with pytest.raises(ValueError, match="kernel 4, stride 2, padding 1"):
         subpixel_conv(torch.nn.ConvTranspose2d(4, 4, 3, stride=2, padding=1))
+
+
+@pytest.mark.parametrize("upsample", ["transpose", "subpixel"])
+def test_both_upsampling_forms_pass_the_gate(checkpoint: Path, model: VQVAE, mnist_test, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                             upsample: str) -> None:
+    draft = pipeline.draft_manifest(load_checkpoint(checkpoint), model, "mnist", "0.1.0")
+    paths = pipeline.build_graphs(model, draft, tmp_path, upsample)  # type: ignore[arg-type]
+    ops = {node.op_type for node in onnx.load(str(paths["decoder"])).graph.node}
+    assert ("ConvTranspose" in ops) == (upsample == "transpose") and ("DepthToSpace" in ops) == (upsample == "subpixel")
+    report = check_parity(model, paths, mnist_test[0][:300])
+    assert report.mismatches_outside_ties == 0 and report.image_max_abs_diff <= 1e-4
+
+
+def test_the_quantizer_graph_is_one_gemm_and_an_argmin(exported: Path) -> None:
+    ops = [node.op_type for node in onnx.load(str(exported / "quantizer.onnx")).graph.node]
+    assert ops.count("Gemm") == 1 and ops.count("ArgMin") == 1 and "MatMul" not in ops and "Pow" not in ops

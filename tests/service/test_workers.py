@@ -1,0 +1,35 @@
+"""Several worker processes: metrics summed over all of them, and a clean stop on SIGTERM."""
+
+from __future__ import annotations
+
+import re
+import signal
+
+import httpx
+import numpy as np
+
+from tests.service.conftest import png_bytes
+
+
+def encode_count(metrics: str) -> float:
+    """Successful /encode requests in a Prometheus exposition (label order not assumed)."""
+    total = 0.0
+    for labels, value in re.findall(r"^vqvae_requests_total\{([^}]*)\} (\S+)$", metrics, flags=re.M):
+        if 'route="/encode"' in labels and 'status="200"' in labels:
+            total += float(value)
+    return total
+
+
+def test_two_workers_sum_their_metrics_and_stop_cleanly(start_server, digits: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    server = start_server(workers=2)
+    server.wait("/readyz")
+    body = png_bytes(digits[0])
+    for _ in range(200):  # a fresh connection each time, so both workers take some
+        response = httpx.post(server.url + "/encode", content=body, headers={"content-type": "image/png"})
+        assert response.status_code == 200
+    # Whichever worker answers /metrics, the count covers both (prometheus multiprocess mode);
+    # a per-worker registry would show only its own share of the 200.
+    for _ in range(5):
+        assert encode_count(httpx.get(server.url + "/metrics").text) == 200
+    assert server.stop(signal.SIGTERM, timeout=30) == 0
+    assert "Traceback" not in server.log

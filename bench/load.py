@@ -55,17 +55,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+SERVER_LOGS = Path(tempfile.gettempdir()) / "vqvae-bench-logs"
+
+
 @contextlib.contextmanager
 def running(cmd: list[str], port: int, env: dict[str, str], ready_path: str) -> Iterator[str]:
-    """Start a server process, wait for `ready_path` to answer 200, yield its base URL, stop it."""
-    process = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)
+    """Start a server process, wait for `ready_path` to answer 200, yield its base URL, stop it.
+
+    The server's output goes to SERVER_LOGS/<port>.log (a pipe nobody reads would fill up and
+    stall the server on a long run); `server_log(url)` reads it back."""
+    SERVER_LOGS.mkdir(exist_ok=True)
+    log_path = SERVER_LOGS / f"{port}.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"{cmd} exited: {process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+                raise RuntimeError(f"{cmd} exited: {log_path.read_text()[-2000:]}")
             with contextlib.suppress(OSError):
                 if urllib.request.urlopen(url + ready_path, timeout=2).status == 200:  # noqa: S310
                     break
@@ -77,6 +85,12 @@ def running(cmd: list[str], port: int, env: dict[str, str], ready_path: str) -> 
         if process.poll() is None:
             process.terminate()
         process.wait(30)
+
+
+def server_log(url: str) -> str:
+    """What the server started by `running` for this URL has written so far."""
+    path = SERVER_LOGS / f"{url.rsplit(':', 1)[1]}.log"
+    return path.read_text() if path.exists() else ""
 
 
 def ours(models_dir: Path, batching: str, port: int,

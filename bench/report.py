@@ -97,6 +97,7 @@ def targets(graphs: list[GraphRow], matmul: float, load: list[LoadRow], best: st
         lower = enc.p99_ms < naive.p99_ms
         out.append(f"vs naive FastAPI + PyTorch at c=32: {speedup:.1f}× throughput (target ≥ 3×), p99 "
                    f"{enc.p99_ms:.2f} vs {naive.p99_ms:.2f} ms {'met' if speedup >= 3 and lower else 'NOT met'}")
+    out += batching_targets(load)
     multi = next((r for r in load if r.server.endswith("workers") and r.server.startswith("ours")
                   and r.workload == "encode-1" and r.concurrency == 32), None)
     if multi and enc:
@@ -110,6 +111,27 @@ def targets(graphs: list[GraphRow], matmul: float, load: list[LoadRow], best: st
     return out
 
 
+def batching_targets(load: list[LoadRow], max_wait_ms: float = 0.0) -> list[str]:
+    """Batching on vs off for single digits at c ≥ 8: throughput no worse, p99 ≤ 2 × unloaded p99 + max wait."""
+    out = []
+    for workload in ("encode-1", "decode-1"):
+        unloaded = find(load, "ours, batching on", workload, 1)
+        loaded = [r for r in load if r.server == "ours, batching on" and r.workload == workload and r.concurrency >= 8]
+        for row in loaded:
+            off = find(load, "ours, batching off", workload, row.concurrency)
+            if off is None or unloaded is None:
+                continue
+            bound = 2 * unloaded.p99_ms + max_wait_ms
+            verdict = "met" if row.requests_s >= off.requests_s and row.p99_ms <= bound else "NOT met"
+            out.append(f"batching on vs off, {workload} at c={row.concurrency}: {row.requests_s:,.0f} vs "
+                       f"{off.requests_s:,.0f} req/s ({row.requests_s / off.requests_s:.2f}×), p99 {row.p99_ms:.1f} ms "
+                       f"(bound 2 × {unloaded.p99_ms:.2f} + {max_wait_ms:g} = {bound:.1f} ms) {verdict}")
+    return out
+
+
+ANALYSIS_HEADING = "## Reading the numbers"
+
+
 def write_markdown(path: Path, command: str, cells: list[tuple[str, ...]], notes: list[str], extra: str) -> None:
     text = (
         "# Benchmarks\n\n"
@@ -117,4 +139,6 @@ def write_markdown(path: Path, command: str, cells: list[tuple[str, ...]], notes
         f"Command: `{command}` — every figure below comes from that one run, on that machine.\n\n"
         + markdown_table(cells) + "\n\n## Targets\n\n" + "\n".join(f"- {n}" for n in notes) + "\n\n" + extra
     )
+    if path.exists() and ANALYSIS_HEADING in (previous := path.read_text()):
+        text += "\n" + previous[previous.index(ANALYSIS_HEADING):]  # the hand-written analysis is kept
     path.write_text(text)

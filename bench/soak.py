@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench.load import free_port, ours
+from bench.load import free_port, ours, server_log
 from service.imaging import encode_png
 from training.data import load_split
 
@@ -44,6 +44,7 @@ BACKLOG_MARGIN = 0.5
 class Tally:
     statuses: Counter[str] = field(default_factory=Counter)
     latencies: dict[str, list[float]] = field(default_factory=lambda: {"ok": [], "429": [], "other": []})
+    failures: list[str] = field(default_factory=list)  # transport errors, described
 
     def record(self, status: str, seconds: float) -> None:
         self.statuses[status] += 1
@@ -58,15 +59,29 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q) * 1000) if values else 0.0
 
 
-def requests_mix(data_dir: str | None) -> list[dict[str, Any]]:
-    digits = load_split("mnist", "test", data_dir)[0][:16]
+def multipart(pngs: list[bytes], boundary: str = "soak-boundary") -> dict[str, Any]:
+    """A multipart/form-data request with the PNGs in the field `images`, encoded once: the client
+    shares the 2 cores with the server, and re-encoding 64 parts per request would load it, not the server."""
+    body = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="images"; filename="{i}.png"\r\n'
+                    f"Content-Type: image/png\r\n\r\n".encode() + png + b"\r\n" for i, png in enumerate(pngs))
+    return {"content": body + f"--{boundary}--\r\n".encode(),
+            "headers": {"content-type": f"multipart/form-data; boundary={boundary}"}}
+
+
+def json_body(value: Any) -> dict[str, Any]:
+    return {"content": json.dumps(value).encode(), "headers": {"content-type": "application/json"}}
+
+
+def requests_mix(data_dir: str | None, batch: int = 16) -> list[dict[str, Any]]:
+    """One-digit /encode, one-grid /decode, `batch`-digit /encode, `batch`-grid /decode; bodies pre-encoded."""
+    digits = load_split("mnist", "test", data_dir)[0][:batch]
+    pngs = [encode_png(d[:, :, None]) for d in digits]
     grid = np.arange(49).reshape(7, 7).tolist()
-    files = [("images", (f"{i}.png", encode_png(d[:, :, None]), "image/png")) for i, d in enumerate(digits)]
     return [
-        {"url": "/encode", "content": encode_png(digits[0][:, :, None]), "headers": {"content-type": "image/png"}},
-        {"url": "/decode", "json": {"codes": grid}},
-        {"url": "/encode", "files": files},
-        {"url": "/decode", "json": {"codes": [grid] * 16}},
+        {"url": "/encode", "content": pngs[0], "headers": {"content-type": "image/png"}},
+        {"url": "/decode", **json_body({"codes": grid})},
+        {"url": "/encode", **multipart(pngs)},
+        {"url": "/decode", **json_body({"codes": [grid] * batch})},
     ]
 
 
@@ -84,6 +99,7 @@ async def one(client: httpx.AsyncClient, request: dict[str, Any], tally: Tally) 
         status = str(response.status_code)
     except httpx.HTTPError as exc:
         status = type(exc).__name__
+        tally.failures.append(f"{request['url']}: {status}: {exc!r}"[:300])
     tally.record(status, time.perf_counter() - started)
 
 
@@ -126,7 +142,8 @@ def summary(tally: Tally, elapsed: float) -> dict[str, Any]:
     return {"requests": total, "seconds": round(elapsed, 1), "requests_per_s": round(total / elapsed, 1),
             "statuses": dict(tally.statuses), "errors": tally.errors,
             "p50_ms": round(percentile(tally.latencies["ok"], 50), 2),
-            "p99_ms": round(percentile(tally.latencies["ok"], 99), 2)}
+            "p99_ms": round(percentile(tally.latencies["ok"], 99), 2),
+            "transport_failures": tally.failures[:20]}
 
 
 def run_mix(url: str, pid: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -156,8 +173,7 @@ def run_soak(url: str, pid: int, args: argparse.Namespace) -> dict[str, Any]:
 
 def run_overload(url: str, pid: int, args: argparse.Namespace) -> dict[str, Any]:
     """Measure the saturating rate of 64-digit batch requests, then offer twice that, open loop."""
-    batch = requests_mix(args.data_dir)[2]
-    batch = {**batch, "files": batch["files"] * 4}  # 64 digits per request
+    batch = requests_mix(args.data_dir, batch=64)[2]  # 64 digits per request
     probe = Tally()
     asyncio.run(closed_loop(url, [batch], args.concurrency, 10, 10**9, probe))
     saturating = probe.statuses["200"] / 10
@@ -226,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         pid = server_pid(port)
         modes = {"mix": run_mix, "soak": run_soak, "overload": run_overload, "drain": run_drain}
         result = modes[args.mode](url, pid, args)
+        problems = [line for line in server_log(url).splitlines() if "ERROR" in line or "Traceback" in line]
+        result["server_log_problems"] = problems[:20]
     print(json.dumps({"mode": args.mode, "concurrency": args.concurrency, **result}, indent=2))
     return 0
 

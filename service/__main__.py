@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     uvicorn.run(
         "service.main:create_app", factory=True, host=settings.host, port=settings.port,
         workers=settings.workers, log_level=settings.log_level, log_config=log_config(settings.log_level),
-        server_header=False, access_log=False,
+        server_header=False, access_log=False, timeout_keep_alive=settings.keep_alive_s,
     )
     return 0
 

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     workers: int = Field(1, ge=1, le=64)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Longer than the idle timeout of the clients and load balancers in front (httpx 5 s, AWS ALB 60 s):
+    # otherwise the server may close an idle connection just as a client sends on it.
+    keep_alive_s: int = Field(75, ge=1, description="seconds an idle keep-alive connection stays open")
 
     # -- models
     models_dir: Path = SHIPPED_MODELS
@@ -49,6 +52,7 @@ class Settings(BaseSettings):
                                   description="runs of at most this many items execute on the event loop, not a thread")
     queue_max_items: int = Field(4096, ge=1, description="items queued per model and graph before 429")
     request_timeout_s: float = Field(10.0, gt=0, description="deadline for a request's inference (504 after)")
+    max_in_flight: int = Field(64, ge=1, description="codec requests in progress per worker before 429")
 
     # -- demo page
     demo: Literal["on", "off"] = Field("on", description="serve the demo page at /")

@@ -11,6 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
+from service.admission import AdmissionGate
 from service.config import Settings
 from service.registry import ModelRegistry, ServedModel
 
@@ -34,23 +35,23 @@ ModelName = Annotated[str, Path(description="model name, e.g. mnist")]
 
 @dataclass(frozen=True)
 class CodecTarget:
-    """What a codec request works with: the model it addresses and the service's settings."""
+    """What a codec request works with: the model it addresses, the settings, the admission gate."""
 
     model: ServedModel
     settings: Settings
+    gate: AdmissionGate
 
 
 # One dependency per codec route and none beneath it: FastAPI's cost per dependency (~15 µs here)
 # is paid on every /encode and /decode.
 async def default_target(request: Request) -> CodecTarget:
-    settings: Settings = request.app.state.settings
-    registry: ModelRegistry = request.app.state.registry
-    return CodecTarget(registry.get(settings.default_model), settings)
+    state = request.app.state
+    return CodecTarget(state.registry.get(state.settings.default_model), state.settings, state.admission)
 
 
 async def named_target(request: Request, name: ModelName) -> CodecTarget:
-    registry: ModelRegistry = request.app.state.registry
-    return CodecTarget(registry.get(name), request.app.state.settings)
+    state = request.app.state
+    return CodecTarget(state.registry.get(name), state.settings, state.admission)
 
 
 DefaultTargetDep = Annotated[CodecTarget, Depends(default_target)]

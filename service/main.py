@@ -22,6 +22,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.admission import AdmissionGate
 from service.config import Settings, get_settings
 from service.errors import CodecError, PayloadTooLarge
 from service.metrics import RequestMetrics
@@ -156,6 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="vqvae-codec", version=API_VERSION, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="A VQ-VAE image codec: images to grids of code indices, and back.")
     app.state.settings = settings
+    app.state.admission = AdmissionGate(settings.max_in_flight)
     install_error_handlers(app)
     install_docs(app)
     for router in (health.router, models.router, codec.router, metrics.router):

@@ -108,11 +108,11 @@ async def for_client(request: Request, work: Awaitable[T], seconds: float) -> T:
 
 
 async def encode(request: Request, target: CodecTarget, resize: Resize, output: OutputFormat) -> Response:
-    model, settings = target.model, target.settings
-    uploads = await read_images(request, settings.max_images, settings.max_body_bytes)
-    m = model.manifest
-    images = await decode_uploads(m, uploads, resize, settings.max_pixels)  # (N, C, H, W) float32
-    codes = await for_client(request, model.encode(images), settings.request_timeout_s)  # (N, h, w) int64
+    model, settings, m = target.model, target.settings, target.model.manifest
+    with target.gate.admit():  # 429 before the body is read when too many requests are in progress
+        uploads = await read_images(request, settings.max_images, settings.max_body_bytes)
+        images = await decode_uploads(m, uploads, resize, settings.max_pixels)  # (N, C, H, W) float32
+        codes = await for_client(request, model.encode(images), settings.request_timeout_s)  # (N, h, w) int64
     if output != "json":
         stream = encode_stream(codes, STREAM_KINDS[output], m, model.runtime.entropy)
         return Response(stream, media_type="application/octet-stream")
@@ -147,8 +147,20 @@ def grids_from_stream(body: bytes, model: ServedModel, settings: Settings) -> np
 
 
 async def decode(request: Request, target: CodecTarget) -> Response:
-    model, settings = target.model, target.settings
-    m = model.manifest
+    with target.gate.admit():  # 429 before the body is read when too many requests are in progress
+        grids, single = await read_grids(request, target)  # (N, h, w) int64
+        images = await for_client(request, target.model.decode(grids), target.settings.request_timeout_s)
+        pngs = await to_pngs(images)  # images: (N, C, H, W) float32
+    m = target.model.manifest
+    if single and prefers_png(request.headers.get("accept", "")):
+        return Response(pngs[0], media_type="image/png")
+    return JSONResponse({"model": m.name, "version": m.version,
+                         "images": [base64.b64encode(png).decode("ascii") for png in pngs]})
+
+
+async def read_grids(request: Request, target: CodecTarget) -> tuple[np.ndarray, bool]:
+    """The code grids of a decode request (JSON or a packed/entropy stream), checked against the model."""
+    model, settings, m = target.model, target.settings, target.model.manifest
     kind = media_type(request)
     if kind == "application/octet-stream":
         grids = grids_from_stream(await request.body(), model, settings)
@@ -159,12 +171,7 @@ async def decode(request: Request, target: CodecTarget) -> Response:
         raise UnsupportedMediaType('send application/json {"codes": [[...], ...]} or an application/octet-stream '
                                    "stream from /encode?format=packed|entropy")
     check_grid_size(m, grids.shape[1], grids.shape[2], settings.max_pixels)
-    images = await for_client(request, model.decode(grids), settings.request_timeout_s)  # (N, C, H, W) float32
-    pngs = await to_pngs(images)
-    if single and prefers_png(request.headers.get("accept", "")):
-        return Response(pngs[0], media_type="image/png")
-    return JSONResponse({"model": m.name, "version": m.version,
-                         "images": [base64.b64encode(png).decode("ascii") for png in pngs]})
+    return grids, single
 
 
 @router.post("/encode", response_model=EncodeResponse, responses=ENCODE_RESPONSES, openapi_extra=ENCODE_BODY,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+import time
 
 import httpx
 import numpy as np
@@ -20,9 +21,24 @@ def encode_count(metrics: str) -> float:
     return total
 
 
+def wait_until_every_worker_is_ready(url: str, streak: int = 30, timeout: float = 90) -> None:
+    """Each worker loads its models on its own; the kernel hands each fresh connection to either, so
+    `streak` 200s in a row on fresh connections mean both are ready (one unready one: ~2**-streak)."""
+    deadline, in_a_row = time.monotonic() + timeout, 0
+    while in_a_row < streak:
+        assert time.monotonic() < deadline, f"workers not all ready after {timeout} s"
+        try:
+            ready = httpx.get(url + "/readyz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            ready = False
+        in_a_row = in_a_row + 1 if ready else 0
+        if not ready:
+            time.sleep(0.1)
+
+
 def test_two_workers_sum_their_metrics_and_stop_cleanly(start_server, digits: np.ndarray) -> None:  # type: ignore[no-untyped-def]
     server = start_server(workers=2)
-    server.wait("/readyz")
+    wait_until_every_worker_is_ready(server.url)
     body = png_bytes(digits[0])
     for _ in range(200):  # a fresh connection each time, so both workers take some
         response = httpx.post(server.url + "/encode", content=body, headers={"content-type": "image/png"})

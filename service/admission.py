@@ -1,0 +1,38 @@
+"""Admission control: at most N codec requests in progress per worker; beyond that, 429 at once.
+
+The batching queue's bound (service/batching.py) protects inference. This protects what saturates
+first on a small machine: the event loop's own per-request work (reading the body, parsing
+multipart, decoding images), which happens before anything reaches the queue. Without it, an
+overload shows up as ever longer waits in front of the queue rather than as quick 429s.
+A rejected request costs almost nothing: its body is never read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import Counter
+
+from service.errors import Overloaded
+
+ADMISSION_REJECTED = Counter("vqvae_admission_rejected_total",
+                             "Codec requests refused with 429 because too many were in progress")
+
+
+class AdmissionGate:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_progress = 0
+
+    @contextmanager
+    def admit(self) -> Iterator[None]:
+        """Hold one of the `limit` places for the request's lifetime; Overloaded (429) when none is free."""
+        if self.in_progress >= self.limit:
+            ADMISSION_REJECTED.inc()
+            raise Overloaded(f"server busy: {self.in_progress} requests in progress; retry shortly")
+        self.in_progress += 1
+        try:
+            yield
+        finally:
+            self.in_progress -= 1

@@ -8,7 +8,9 @@
 2. HTTP on loopback with wrk: a hello-world FastAPI route (the framework's ceiling), /encode with
    one digit, /decode with one grid, /encode with 64 digits per request, at several concurrencies,
    with batching on and off;
-3. the same single-digit /encode load against a naive FastAPI + PyTorch server.
+3. the same single-digit /encode load against a naive FastAPI + PyTorch server, and against a
+   plain FastAPI + onnxruntime route that does nothing but decode and run (the floor of a server's
+   work per request).
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ def http_part(models_dir: Path, checkpoint: Path, data_dir: str | None, concurre
             rows += run_rows(f"ours, batching {batching}", url, workloads(data_dir), concurrencies, seconds)
     with comparison("naive", free_port(), checkpoint) as url:
         rows += run_rows("naive-pytorch", url, workloads(data_dir)[:1], concurrencies, seconds)
+    with comparison("plain", free_port(), checkpoint) as url:
+        rows += run_rows("plain-onnxruntime", url, workloads(data_dir)[:1], concurrencies, seconds)
     # One worker process per CPU: both the ceiling and ours, so that the ratio compares like with like.
     cpus = usable_cpus()
     with comparison("hello", free_port(), checkpoint, workers=cpus) as url:

@@ -110,9 +110,11 @@ def _variants(runtime: ModelRuntime) -> dict[str, EntropyModel]:
     path = runtime_dir(runtime) / (runtime.manifest.entropy_model.path if runtime.manifest.entropy_model else "")
     with np.load(path) as data:
         overall, positional = data["overall"], data["positional"]
+        left = data.get("left")
         return {
             "one model for all positions": EntropyModel(np.broadcast_to(overall, positional.shape).copy(), overall),
-            "per-position model, no left context": EntropyModel(positional, overall),
+            "per-position model, no neighbour context": EntropyModel(positional, overall),
+            "per-position model, left neighbour only": EntropyModel(positional, overall, left),
         }
 
 
@@ -159,6 +161,9 @@ def psnr_at_bytes(points: list[Point], series: str, target: float) -> tuple[floa
 
 def bytes_for_psnr(points: list[Point], series: str, target: float) -> str:
     sweep = sweep_of(points, series)
+    if sweep[0].psnr >= target:  # even its smallest file is at least as sharp
+        s = sweep[0]
+        return f"≤ {s.bytes_per_image:.0f} bytes (its smallest files, {s.setting}, already give {s.psnr:.2f} dB)"
     for a, b in itertools.pairwise(sweep):
         if a.psnr <= target <= b.psnr:
             t = (target - a.psnr) / (b.psnr - a.psnr)

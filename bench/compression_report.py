@@ -91,12 +91,20 @@ def equal_bytes_margin(points: list[Point]) -> tuple[float, str]:
 
 
 def target_line(points: list[Point]) -> str:
+    """The two MNIST targets, with each format's margin at our size spelled out."""
     margin, best = equal_bytes_margin(points)
     ours = next(p for p in points if p.setting == "entropy stream, whole test set")
+    smallest = min((sweep_of(points, s)[0] for s in baseline_series(points)), key=lambda p: p.bytes_per_image)
+    margins = "; ".join(f"{pretty(s)} {ours.psnr - psnr_at_bytes(points, s, ours.bytes_per_image)[0]:+.2f} dB "
+                        f"(its smallest file {sweep_of(points, s)[0].bytes_per_image / ours.bytes_per_image:.1f}× ours)"
+                        for s in baseline_series(points))
     verdict = "met" if margin >= 5 else "NOT met"
-    return (f"- Target, MNIST at equal bytes: ours {ours.psnr:.2f} dB at {ours.bytes_per_image:.1f} bytes; the best "
-            f"baseline there is {best}: a margin of {margin:+.2f} dB (target ≥ +5 dB) — {verdict}. Entropy-coded "
-            f"size {ours.bytes_per_image:.1f} bytes per digit (target ≤ 40) — "
+    return (f"- Target, MNIST at equal bytes (≥ +5 dB over the best of JPEG, WebP and AVIF): ours {ours.psnr:.2f} dB "
+            f"at {ours.bytes_per_image:.1f} bytes. No baseline makes a file that small (the smallest: "
+            f"{pretty(smallest.codec)} {smallest.setting}, {smallest.bytes_per_image:.0f} bytes), so each format's "
+            f"smallest file stands in as an upper bound on what it could do at our size. Our margin: {margins}. "
+            f"Against the best, {best}: {margin:+.2f} dB — {verdict}.\n"
+            f"- Target, entropy-coded MNIST ≤ 40 bytes per digit: {ours.bytes_per_image:.1f} bytes — "
             f"{'met' if ours.bytes_per_image <= 40 else 'NOT met'}.")
 
 

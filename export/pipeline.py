@@ -77,8 +77,8 @@ def build_graphs(model: VQVAE, draft: Manifest, scratch: Path, upsample: Upsampl
 def fit_entropy_model(model: VQVAE, train_images: np.ndarray, path: Path) -> None:
     """The static probability model for entropy-coded streams, fitted on the training set's codes."""
     _, codes = reconstruct(model, train_images)  # (N, 7, 7)
-    positional, overall, left, beta = fit(codes, model.cfg.codebook_size)
-    save_model(path, positional, overall, left, beta)
+    positional, overall, left, above, betas = fit(codes, model.cfg.codebook_size)
+    save_model(path, positional, overall, left, above, betas)
 
 
 def save_weights(ckpt: dict[str, Any], path: Path) -> None:

@@ -64,7 +64,7 @@ def main(base: str, digit: bytes) -> int:
     same = sum(a == b for row_a, row_b in zip(codes, again, strict=True) for a, b in zip(row_a, row_b, strict=True))
     print(f"smoke: {encoded['model']} {encoded['version']}: 7×7 codes, 28×28 PNG back, "
           f"{same}/49 codes reproduced on re-encoding")
-    # The shipped MNIST model (2.0.0) reproduces 34/49 codes on average (minimum 19 over 2000 test digits,
+    # The shipped MNIST model (weights of 2.0.0) reproduces 34/49 codes on average (minimum 19 over 2000 test digits,
     # 32 for this one); a broken codec reproduces almost none.
     assert same >= 16, f"only {same}/49 codes survive a round trip: the codec is not working"
     return 0

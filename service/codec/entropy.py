@@ -4,15 +4,18 @@ The model is fitted once, by the exporter, on the training set's codes and shipp
 file listed (with its sha256) in model.json:
 - `positional` (h, w, K): how often each code occurs at each grid position;
 - `overall` (K,): the same over all positions (for grids of other sizes);
-- `left` (K, K): integer weights w[a, b] ∝ P(code b | code a on its left)^β, β fitted on held-out
-  training codes. A symbol whose left neighbour is known is coded with the product
-  weight(position, b) · left[a, b] (a product of experts), otherwise with the position's weights.
+- `left` (K, K): integer weights w[a, b] ∝ P(code b | code a on its left)^β_left, and
+- `above` (K, K): the same for the code above, ^β_above; both βs fitted on held-out training codes.
+  A symbol is coded with the product weight(position, b) · left[a, b] · above[c, b] of the experts
+  whose neighbour exists (a product of experts); the first row has no `above`, the first column no
+  `left`. Measured on the MNIST test codes of model 2.0: position alone 43.6 bytes per digit, with
+  `left` 40.6, with `left` and `above` 39.5 (`python -m bench.compression_report`).
 All runtime arithmetic is on integers, so encoder and decoder build bit-identical tables on any
 machine; constriction's range coder (maintained, not ours) normalises them deterministically.
 
 Order: position-major (every grid's position 0, then position 1, ...), so that each position is
-coded for all N grids in one vectorised call, and a position's left neighbour is always decoded
-before it.
+coded for all N grids in one vectorised call, and a position's left and upper neighbours are always
+decoded before it.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from service.codec.formats import Header
 from service.errors import InvalidStream
 
 COUNTS_FILE = "entropy.npz"
-LEFT_SCALE = 65535  # left weights are stored as uint16, each row scaled to this maximum
+NEIGHBOUR_SCALE = 65535  # neighbour weights are stored as uint16, each row scaled to this maximum
 _Categorical = constriction.stream.model.Categorical
 _RangeEncoder = constriction.stream.queue.RangeEncoder
 _RangeDecoder = constriction.stream.queue.RangeDecoder
@@ -40,60 +43,70 @@ def count_codes(codes: np.ndarray, codebook_size: int) -> tuple[np.ndarray, np.n
     return positional.reshape(h, w, codebook_size), np.bincount(flat.reshape(-1), minlength=codebook_size)
 
 
-def left_pair_counts(codes: np.ndarray, codebook_size: int) -> np.ndarray:
-    """int (N, h, w) -> (K, K) counts of (left code, code) over horizontally adjacent pairs."""
-    pairs = codes[:, :, :-1].reshape(-1) * codebook_size + codes[:, :, 1:].reshape(-1)
+def pair_counts(codes: np.ndarray, codebook_size: int, neighbour: str) -> np.ndarray:
+    """int (N, h, w) -> (K, K) counts of (neighbour code, code); neighbour "left" or "above"."""
+    if neighbour == "left":
+        before, after = codes[:, :, :-1], codes[:, :, 1:]
+    else:
+        before, after = codes[:, :-1, :], codes[:, 1:, :]
+    pairs = before.reshape(-1) * codebook_size + after.reshape(-1)
     return np.bincount(pairs, minlength=codebook_size**2).reshape(codebook_size, codebook_size)
 
 
-def left_weights(pair_counts: np.ndarray, beta: float, alpha: float = 0.1) -> np.ndarray:
-    """(K, K) pair counts -> uint16 weights ∝ smoothed P(b | a)^β, each row scaled to LEFT_SCALE."""
-    k = pair_counts.shape[0]
-    conditional = (pair_counts + alpha) / (pair_counts.sum(axis=1, keepdims=True) + alpha * k)
+def neighbour_weights(pairs: np.ndarray, beta: float, alpha: float = 0.1) -> np.ndarray:
+    """(K, K) pair counts -> uint16 weights ∝ smoothed P(b | a)^β, each row scaled to NEIGHBOUR_SCALE."""
+    k = pairs.shape[0]
+    conditional = (pairs + alpha) / (pairs.sum(axis=1, keepdims=True) + alpha * k)
     powered = conditional**beta
-    scaled = np.rint(powered / powered.max(axis=1, keepdims=True) * LEFT_SCALE)
+    scaled = np.rint(powered / powered.max(axis=1, keepdims=True) * NEIGHBOUR_SCALE)
     weights: np.ndarray = np.maximum(scaled, 1).astype(np.uint16)
     return weights
 
 
 def save_model(path: Path, positional: np.ndarray, overall: np.ndarray, left: np.ndarray | None,
-               beta: float) -> None:
+               above: np.ndarray | None, betas: tuple[float, float]) -> None:
     arrays = {"positional": positional.astype(np.uint32), "overall": overall.astype(np.uint32),
-              "beta": np.array(beta)}  # β is for the record; decoding needs only the integer weights
-    if left is not None:
-        arrays["left"] = left.astype(np.uint16)
+              "betas": np.array(betas)}  # (β_left, β_above) for the record; decoding needs only the weights
+    for name, weights in (("left", left), ("above", above)):
+        if weights is not None:
+            arrays[name] = weights.astype(np.uint16)
     with path.open("wb") as f:
         np.savez_compressed(f, **arrays)  # type: ignore[arg-type]
 
 
 class EntropyModel:
     def __init__(self, positional_counts: np.ndarray, overall_counts: np.ndarray,
-                 left: np.ndarray | None = None) -> None:
+                 left: np.ndarray | None = None, above: np.ndarray | None = None) -> None:
         self.grid = positional_counts.shape[:2]
         self.codebook_size = overall_counts.shape[0]
         # Add-one smoothing keeps every code codable; integer weights, exact in float64.
         self._positional = positional_counts.reshape(-1, self.codebook_size).astype(np.int64) + 1  # (h·w, K)
         self._overall = overall_counts.astype(np.int64) + 1  # (K,)
-        self._left = None if left is None else left.astype(np.int64)  # (K, K)
+        # (K, K) each; a product of three weights < 2**16 each stays < 2**48: exact in float64.
+        self._left = None if left is None else left.astype(np.int64)
+        self._above = None if above is None else above.astype(np.int64)
         self._family = _Categorical(perfect=False)
 
     @classmethod
     def load(cls, path: Path) -> EntropyModel:
         with np.load(path, allow_pickle=False) as data:
-            return cls(data["positional"], data["overall"], data.get("left"))
+            return cls(data["positional"], data["overall"], data.get("left"), data.get("above"))
 
-    def _weights(self, position: int, width: int, native: bool, left: np.ndarray | None) -> np.ndarray:
-        """Integer weights (N, K) for the N symbols at `position`, given their left neighbours."""
-        base = self._positional[position] if native else self._overall  # (K,)
-        if self._left is None or left is None or position % width == 0:
-            return np.broadcast_to(base, (1 if left is None else len(left), self.codebook_size))
-        product: np.ndarray = base[None, :] * self._left[left]  # (N, K), < 2**53: exact as float64
-        return product
+    def _weights(self, position: int, width: int, native: bool, columns: list[np.ndarray] | np.ndarray,
+                 n: int) -> np.ndarray:
+        """Integer weights (n, K) for the n symbols at `position`, given the columns decoded so far
+        (column p: every grid's code at position p)."""
+        weights = (self._positional[position] if native else self._overall)[None, :]  # (1, K)
+        if self._left is not None and position % width:
+            weights = weights * self._left[columns[position - 1]]  # (n, K)
+        if self._above is not None and position >= width:
+            weights = weights * self._above[columns[position - width]]
+        return np.broadcast_to(weights, (n, self.codebook_size))
 
-    def _table(self, n: int, position: int, width: int, native: bool, left: np.ndarray | None) -> np.ndarray:
+    def _table(self, n: int, position: int, width: int, native: bool,
+               columns: list[np.ndarray] | np.ndarray) -> np.ndarray:
         """The (n, K) float64 table constriction reads: C-contiguous (it ignores strides), exact integers."""
-        weights = np.broadcast_to(self._weights(position, width, native, left), (n, self.codebook_size))
-        return np.ascontiguousarray(weights, dtype=np.float64)
+        return np.ascontiguousarray(self._weights(position, width, native, columns, n), dtype=np.float64)
 
     def _columns(self, h: int, w: int) -> tuple[bool, int]:
         return (h, w) == self.grid, h * w
@@ -102,11 +115,10 @@ class EntropyModel:
         """int (N, h, w) -> range-coded payload bytes."""
         n, h, w = codes.shape
         native, positions = self._columns(h, w)
-        columns = codes.reshape(n, positions).astype(np.int32)
+        columns = np.ascontiguousarray(codes.reshape(n, positions).T, dtype=np.int32)  # (h·w, N)
         encoder = _RangeEncoder()
         for p in range(positions):
-            table = self._table(n, p, w, native, columns[:, p - 1] if p % w else None)
-            encoder.encode(np.ascontiguousarray(columns[:, p]), self._family, table)
+            encoder.encode(columns[p], self._family, self._table(n, p, w, native, columns))
         words: np.ndarray = encoder.get_compressed()
         return words.astype("<u4").tobytes()
 
@@ -120,7 +132,7 @@ class EntropyModel:
         columns: list[np.ndarray] = []
         try:
             for p in range(positions):
-                table = self._table(n, p, w, native, columns[p - 1] if p % w else None)
+                table = self._table(n, p, w, native, columns)
                 columns.append(np.asarray(decoder.decode(self._family, table), np.int64))
         except Exception as exc:  # constriction reports undecodable data with its own exceptions
             raise InvalidStream("entropy payload does not decode") from exc
@@ -130,27 +142,36 @@ class EntropyModel:
         """Σ −log2 p over the codes, in bytes: what a perfect coder would need with this model."""
         n, h, w = codes.shape
         native, positions = self._columns(h, w)
-        columns = codes.reshape(n, positions)
+        columns = codes.reshape(n, positions).T  # (h·w, N)
         bits = 0.0
         for p in range(positions):
-            table = self._table(n, p, w, native, columns[:, p - 1] if p % w else None)
-            chosen = table[np.arange(n), columns[:, p]] / table.sum(axis=1)
+            table = self._table(n, p, w, native, columns)
+            chosen = table[np.arange(n), columns[p]] / table.sum(axis=1)
             bits -= float(np.log2(chosen).sum())
         return bits / 8
 
 
-def fit(train_codes: np.ndarray, codebook_size: int, betas: tuple[float, ...] = (0.0, 0.5, 0.7, 0.85, 1.0),
-        held_out: float = 0.1) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, float]:
-    """Choose β on held-out training codes, then refit every count on all of them.
+BETAS = (0.0, 0.3, 0.5, 0.7, 0.85)
 
-    -> positional counts, overall counts, left weights (None when β = 0 wins), chosen β."""
+
+def fit(train_codes: np.ndarray, codebook_size: int, betas: tuple[float, ...] = BETAS, held_out: float = 0.1
+        ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, tuple[float, float]]:
+    """Choose (β_left, β_above) on held-out training codes, then refit every count on all of them.
+
+    -> positional counts, overall counts, left and above weights (None where β = 0 wins), the βs."""
     cut = int(len(train_codes) * (1 - held_out))
     fit_part, check_part = train_codes[:cut], train_codes[cut:]
     positional, overall = count_codes(fit_part, codebook_size)
-    pairs = left_pair_counts(fit_part, codebook_size)
-    cost = {b: EntropyModel(positional, overall, left_weights(pairs, b) if b else None).ideal_bytes(check_part)
-            for b in betas}
-    beta = min(cost, key=lambda b: cost[b])
+    pairs = {side: pair_counts(fit_part, codebook_size, side) for side in ("left", "above")}
+
+    def expert(side: str, beta: float, counts: dict[str, np.ndarray]) -> np.ndarray | None:
+        return neighbour_weights(counts[side], beta) if beta else None
+
+    cost = {(bl, ba): EntropyModel(positional, overall, expert("left", bl, pairs),
+                                   expert("above", ba, pairs)).ideal_bytes(check_part)
+            for bl in betas for ba in betas}
+    beta_left, beta_above = min(cost, key=lambda b: cost[b])
     positional, overall = count_codes(train_codes, codebook_size)
-    left = left_weights(left_pair_counts(train_codes, codebook_size), beta) if beta else None
-    return positional, overall, left, beta
+    pairs = {side: pair_counts(train_codes, codebook_size, side) for side in ("left", "above")}
+    return (positional, overall, expert("left", beta_left, pairs), expert("above", beta_above, pairs),
+            (beta_left, beta_above))

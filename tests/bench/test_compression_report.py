@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bench.compression import Point, baseline_series, bytes_for_psnr, psnr_at_bytes, round_trip
-from bench.compression_report import equal_bytes_margin
+from bench.compression_report import equal_bytes_margin, target_line
 
 POINTS = [
     Point("ours", "entropy stream, whole test set", 40.0, 29.0, 0.98),
@@ -41,6 +41,7 @@ def test_margin_takes_the_best_baseline_at_our_size() -> None:
 def test_bytes_for_psnr_interpolates_and_says_when_unreachable() -> None:
     assert bytes_for_psnr(POINTS, "WEBP", 28.0) == "150 bytes"
     assert bytes_for_psnr(POINTS, "WEBP 14×14", 29.0).startswith("not reached")
+    assert bytes_for_psnr(POINTS, "WEBP", 20.0).startswith("≤ 100 bytes (its smallest files, q=0, already give")
 
 
 def test_half_resolution_round_trip_is_smaller_and_full_size() -> None:
@@ -49,3 +50,9 @@ def test_half_resolution_round_trip_is_smaller_and_full_size() -> None:
     full_bytes, full = round_trip(digit, "WEBP", 50, 28)
     half_bytes, half = round_trip(digit, "WEBP", 50, 14)
     assert half.shape == full.shape == (28, 28) and half_bytes < full_bytes
+
+
+def test_target_line_gives_every_format_its_margin() -> None:
+    line = target_line(POINTS)
+    assert "WebP +6.00 dB" in line and "WebP at 14×14, enlarged +11.50 dB" in line
+    assert "— met" in line.split("\n")[0] and "≤ 40 bytes per digit: 40.0 bytes — met" in line

@@ -114,15 +114,15 @@ class ModelRuntime:
         sizes = [1 << i for i in range(max_batch.bit_length()) if 1 << i < max_batch] + [max_batch] + [1] * runs
         for n in sizes:
             blank = np.zeros((n, m.input.channels, m.input.height, m.input.width), np.float32)
-            indices = self.encode(blank)
-            images = self.decode(indices)
-        expected_grid = (1, m.grid.height, m.grid.width)
-        expected_image = (1, m.input.channels, m.input.height, m.input.width)
-        if indices.shape != expected_grid or images.shape != expected_image:
-            raise ModelLoadError(
-                f"{m.name}: model.json promises grid {expected_grid[1:]} and images {expected_image[1:]}, "
-                f"the graphs produce {indices.shape[1:]} and {images.shape[1:]}"
-            )
+            indices = self.encode(blank)  # (n, h, w)
+            images = self.decode(indices)  # (n, C, H, W)
+            expected_grid = (n, m.grid.height, m.grid.width)
+            expected_image = (n, m.input.channels, m.input.height, m.input.width)
+            if indices.shape != expected_grid or images.shape != expected_image:
+                raise ModelLoadError(
+                    f"{m.name}: model.json promises grid {expected_grid[1:]} and images {expected_image[1:]} "
+                    f"for a batch of {n}, the graphs produce {indices.shape} and {images.shape}"
+                )
         if indices.dtype != np.int64 or images.dtype != np.float32:
             raise ModelLoadError(f"{m.name}: graphs produce {indices.dtype} indices and {images.dtype} images")
 

@@ -40,3 +40,11 @@ def test_narrow_sessions_exist_only_with_more_than_one_thread(threads: int, mnis
     digits = (mnist_test[0][:8, None] / np.float32(255)).astype(np.float32)  # (8, 1, 28, 28)
     one_by_one = np.concatenate([runtime.encode(d[None]) for d in digits])  # narrow when threads > 1
     assert np.array_equal(one_by_one, runtime.encode(digits))  # wide: the same codes
+
+
+@pytest.mark.parametrize("warmup_runs, max_batch", [(0, 8), (0, 1), (2, 3)])
+def test_warm_up_checks_shapes_at_every_batch_it_runs(warmup_runs: int, max_batch: int) -> None:
+    # Every bucket's output must have that bucket's batch size; a warm-up ending on a batch other
+    # than 1 (no batch-1 runs requested) used to be compared with batch-1 shapes and refused.
+    runtime = load_model(SHIPPED_MODELS / "mnist", "cpu", threads=1, warmup_runs=warmup_runs, max_batch=max_batch)
+    assert runtime.encode(np.zeros((3, 1, 28, 28), np.float32)).shape == (3, 7, 7)

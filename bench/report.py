@@ -12,6 +12,7 @@ import torch
 
 from bench.inprocess import GraphRow
 from bench.load import LoadRow
+from service.config import Settings
 
 HEADER = ("part", "workload", "setting", "batch / conc.", "images/s", "req/s", "ratio", "GFLOP/s",
           "% of matmul", "p50 ms", "p99 ms", "errors")
@@ -102,7 +103,7 @@ def targets(graphs: list[GraphRow], matmul: float, load: list[LoadRow], best: st
         lower = enc.p99_ms < naive.p99_ms
         out.append(f"vs naive FastAPI + PyTorch at c=32: {speedup:.1f}× throughput (target ≥ 3×), p99 "
                    f"{enc.p99_ms:.2f} vs {naive.p99_ms:.2f} ms {'met' if speedup >= 3 and lower else 'NOT met'}")
-    out += batching_targets(load)
+    out += batching_targets(load, Settings().batch_wait_ms)  # the servers run with this process's environment
     multi = next((r for r in load if r.server.endswith("workers") and r.server.startswith("ours")
                   and r.workload == "encode-1" and r.concurrency == 32), None)
     if multi and enc:
@@ -117,9 +118,10 @@ def targets(graphs: list[GraphRow], matmul: float, load: list[LoadRow], best: st
 
 
 def batching_targets(load: list[LoadRow], max_wait_ms: float = 0.0) -> list[str]:
-    """Batching on vs off for single digits at c ≥ 8: throughput no worse, and p99 ≤ 2 × the p99 without
-    batching at the same concurrency + max wait. (In a closed loop at concurrency c every server's mean
-    latency is c / throughput — Little's law — so the unloaded c=1 p99 is no bound at c ≥ 8; it is shown.)"""
+    """Batching on vs off for single digits at c ≥ 8: throughput no worse than off, and p99 ≤ 2 × the
+    unloaded (c=1) p99 + the max wait, as the issue states it. In a closed loop at concurrency c every
+    server's mean latency is c / throughput (Little's law), so that bound is shown with the floor it
+    is up against, and p99 with batching off at the same load is shown beside it."""
     out = []
     for workload in ("encode-1", "decode-1"):
         unloaded = find(load, "ours, batching on", workload, 1)
@@ -128,12 +130,14 @@ def batching_targets(load: list[LoadRow], max_wait_ms: float = 0.0) -> list[str]
             off = find(load, "ours, batching off", workload, row.concurrency)
             if off is None or unloaded is None:
                 continue
-            bound = 2 * off.p99_ms + max_wait_ms
-            verdict = "met" if row.requests_s >= off.requests_s and row.p99_ms <= bound else "NOT met"
+            bound = 2 * unloaded.p99_ms + max_wait_ms
+            faster = "met" if row.requests_s >= off.requests_s else "NOT met"
+            bounded = "met" if row.p99_ms <= bound else "NOT met"
             out.append(f"batching on vs off, {workload} at c={row.concurrency}: {row.requests_s:,.0f} vs "
-                       f"{off.requests_s:,.0f} req/s ({row.requests_s / off.requests_s:.2f}×), p99 {row.p99_ms:.1f} "
-                       f"vs {off.p99_ms:.1f} ms (bound 2 × off + {max_wait_ms:g} ms wait = {bound:.1f} ms; "
-                       f"unloaded p99 {unloaded.p99_ms:.2f} ms) {verdict}")
+                       f"{off.requests_s:,.0f} req/s ({row.requests_s / off.requests_s:.2f}×, target ≥ 1×) {faster}; "
+                       f"p99 {row.p99_ms:.1f} ms vs 2 × {unloaded.p99_ms:.2f} + {max_wait_ms:g} = {bound:.1f} ms "
+                       f"{bounded} (Little's law floor: mean {1000 * row.concurrency / row.requests_s:.1f} ms; "
+                       f"p99 with batching off {off.p99_ms:.1f} ms)")
     return out
 
 

@@ -4,7 +4,13 @@ The batching queue's bound (service/batching.py) protects inference. This protec
 first on a small machine: the event loop's own per-request work (reading the body, parsing
 multipart, decoding images), which happens before anything reaches the queue. Without it, an
 overload shows up as ever longer waits in front of the queue rather than as quick 429s.
-A rejected request costs almost nothing: its body is never read.
+A rejected request costs almost nothing: its body is not parsed (uvicorn still receives and
+discards it). An admitted request has VQVAE_BODY_TIMEOUT_S to send its body (else 408), so slow
+uploads cannot hold the places for ever.
+
+A place is held from admission to the response. A request that ends early (deadline, client gone)
+frees its place while an inference run it joined may still finish in the thread pool; the
+batching queue's bound covers that work.
 """
 
 from __future__ import annotations

@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     queue_max_items: int = Field(4096, ge=1, description="items queued per model and graph before 429")
     request_timeout_s: float = Field(10.0, gt=0, description="deadline for a request's inference (504 after)")
     max_in_flight: int = Field(64, ge=1, description="codec requests in progress per worker before 429")
+    body_timeout_s: float = Field(30.0, gt=0, description="time to send a codec request's body (408 after)")
 
     # -- demo page
     demo: Literal["on", "off"] = Field("on", description="serve the demo page at /")

@@ -112,7 +112,8 @@ class ModelNotReady(CodecError):
 
 
 class Overloaded(CodecError):
-    """The inference queue is full: refuse at once rather than queue into a slow collapse."""
+    """Too many requests in progress (the admission gate) or the inference queue is full: refuse at
+    once rather than queue into a slow collapse."""
 
     status, code = 429, "overloaded"
     headers = {"Retry-After": "1"}  # noqa: RUF012
@@ -120,3 +121,10 @@ class Overloaded(CodecError):
 
 class DeadlineExceeded(CodecError):
     status, code = 504, "deadline_exceeded"
+
+
+class BodyTimeout(CodecError):
+    """The client did not send its whole body in time (a slow or stalled upload holding a place)."""
+
+    status, code = 408, "body_timeout"
+    headers = {"Connection": "close"}  # noqa: RUF012

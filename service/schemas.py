@@ -89,7 +89,12 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (404, "Unknown model"),
         (413, "Body, image or batch over the configured limits"),
         (415, "Unsupported media type"),
+        (408, "The body did not arrive within VQVAE_BODY_TIMEOUT_S"),
         (422, "Invalid codes, sizes or parameters"),
+        (429, "Too many requests in progress or queued; retry after the Retry-After header's seconds"),
         (503, "Model not ready"),
+        (504, "Inference did not finish within VQVAE_REQUEST_TIMEOUT_S"),
     ]
 }
+ERROR_RESPONSES[429]["headers"] = {"Retry-After": {"description": "seconds to wait before retrying",
+                                                   "schema": {"type": "string"}}}

@@ -9,7 +9,8 @@ file listed (with its sha256) in model.json:
   A symbol is coded with the product weight(position, b) · left[a, b] · above[c, b] of the experts
   whose neighbour exists (a product of experts); the first row has no `above`, the first column no
   `left`. Measured on the MNIST test codes of model 2.0: position alone 43.6 bytes per digit, with
-  `left` 40.6, with `left` and `above` 39.5 (`python -m bench.compression_report`).
+  `left` (model 2.0.0's file) 40.5, with `left` and `above` (2.1.0) 39.5 (`python -m
+  bench.compression_report`).
 All runtime arithmetic is on integers, so encoder and decoder build bit-identical tables on any
 machine; constriction's range coder (maintained, not ours) normalises them deterministically.
 
@@ -74,17 +75,27 @@ def save_model(path: Path, positional: np.ndarray, overall: np.ndarray, left: np
         np.savez_compressed(f, **arrays)  # type: ignore[arg-type]
 
 
+def _exact_with(weights: np.ndarray, headroom: int) -> np.ndarray:
+    """Integer weights halved as often as needed (never below 1) so that weight · headroom < 2**53.
+    The shipped models never need it (largest product about 2**49); a degenerate fit might."""
+    shift = max(0, (int(weights.max()) * headroom).bit_length() - 53)
+    scaled: np.ndarray = np.maximum(weights >> shift, 1)
+    return scaled
+
+
 class EntropyModel:
     def __init__(self, positional_counts: np.ndarray, overall_counts: np.ndarray,
                  left: np.ndarray | None = None, above: np.ndarray | None = None) -> None:
         self.grid = positional_counts.shape[:2]
         self.codebook_size = overall_counts.shape[0]
-        # Add-one smoothing keeps every code codable; integer weights, exact in float64.
-        self._positional = positional_counts.reshape(-1, self.codebook_size).astype(np.int64) + 1  # (h·w, K)
-        self._overall = overall_counts.astype(np.int64) + 1  # (K,)
-        # (K, K) each; a product of three weights < 2**16 each stays < 2**48: exact in float64.
-        self._left = None if left is None else left.astype(np.int64)
-        self._above = None if above is None else above.astype(np.int64)
+        self._left = None if left is None else left.astype(np.int64)  # (K, K)
+        self._above = None if above is None else above.astype(np.int64)  # (K, K)
+        # Add-one smoothing keeps every code codable. Every table entry is a product of integers and
+        # must stay below 2**53 to be exact in float64 (so both ends build identical tables).
+        headroom = int(1 if left is None else left.max()) * int(1 if above is None else above.max())
+        positional = positional_counts.reshape(-1, self.codebook_size).astype(np.int64) + 1  # (h·w, K)
+        self._positional = _exact_with(positional, headroom)
+        self._overall = _exact_with(overall_counts.astype(np.int64) + 1, headroom)  # (K,)
         self._family = _Categorical(perfect=False)
 
     @classmethod

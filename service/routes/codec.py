@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
@@ -15,7 +16,7 @@ from starlette.requests import ClientDisconnect
 from service.codec import Header, Kind, decode_stream, encode_stream
 from service.config import Settings
 from service.deps import CodecTarget, DefaultTargetDep, NamedTargetDep
-from service.errors import DeadlineExceeded, TooManyImages, UnsupportedMediaType
+from service.errors import BodyTimeout, DeadlineExceeded, TooManyImages, UnsupportedMediaType
 from service.payloads import RAW_IMAGE_TYPES, media_type, parse_code_grids, parse_json, read_images
 from service.pipeline import Resize, check_grid_size, decode_uploads, to_pngs
 from service.registry import ServedModel
@@ -107,10 +108,22 @@ async def for_client(request: Request, work: Awaitable[T], seconds: float) -> T:
         watcher.cancel()
 
 
+@asynccontextmanager
+async def body_deadline(seconds: float) -> AsyncIterator[None]:
+    """Reading (and parsing) the body within `seconds`, else 408: a slow upload must not hold one of
+    the admission gate's places for ever."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        raise BodyTimeout(f"the request body did not arrive within {seconds:g} s") from None
+
+
 async def encode(request: Request, target: CodecTarget, resize: Resize, output: OutputFormat) -> Response:
     model, settings, m = target.model, target.settings, target.model.manifest
     with target.gate.admit():  # 429 before the body is read when too many requests are in progress
-        uploads = await read_images(request, settings.max_images, settings.max_body_bytes)
+        async with body_deadline(settings.body_timeout_s):
+            uploads = await read_images(request, settings.max_images, settings.max_body_bytes)
         images = await decode_uploads(m, uploads, resize, settings.max_pixels)  # (N, C, H, W) float32
         codes = await for_client(request, model.encode(images), settings.request_timeout_s)  # (N, h, w) int64
     if output != "json":
@@ -148,7 +161,8 @@ def grids_from_stream(body: bytes, model: ServedModel, settings: Settings) -> np
 
 async def decode(request: Request, target: CodecTarget) -> Response:
     with target.gate.admit():  # 429 before the body is read when too many requests are in progress
-        grids, single = await read_grids(request, target)  # (N, h, w) int64
+        async with body_deadline(target.settings.body_timeout_s):
+            grids, single = await read_grids(request, target)  # (N, h, w) int64
         images = await for_client(request, target.model.decode(grids), target.settings.request_timeout_s)
         pngs = await to_pngs(images)  # images: (N, C, H, W) float32
     m = target.model.manifest

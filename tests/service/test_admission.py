@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import socket
 import threading
+import time
 
 import httpx
 import numpy as np
@@ -49,3 +51,22 @@ def test_excess_requests_get_a_quick_429_and_every_client_an_answer(start_server
     assert max(o[1] for o in refused) < slowest_admitted  # refused without waiting for the work in progress
     metrics = httpx.get(server.url + "/metrics").text
     assert float(re.search(r"^vqvae_admission_rejected_total (\S+)$", metrics, re.M).group(1)) == len(refused)  # type: ignore[union-attr]
+
+
+def test_a_stalled_body_gets_408_and_gives_its_place_back(start_server, digits: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    server = start_server(max_in_flight=1, body_timeout_s=0.5)
+    server.wait("/readyz")
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as stalled:
+        # Promise 1,000 bytes, send 10, then nothing: the only place is taken until the deadline.
+        stalled.sendall(b"POST /encode HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                        b"Content-Length: 1000\r\n\r\n" + b"\x89PNG\r\n\x1a\n\x00\x00")
+        time.sleep(0.1)
+        busy = httpx.post(server.url + "/encode", content=png_bytes(digits[0]), headers={"content-type": "image/png"})
+        assert busy.status_code == 429
+        started = time.monotonic()
+        answer = stalled.recv(4096).decode()
+        assert answer.startswith("HTTP/1.1 408") and '"code":"body_timeout"' in answer
+        assert time.monotonic() - started < 5
+    ok = httpx.post(server.url + "/encode", content=png_bytes(digits[0]), headers={"content-type": "image/png"})
+    assert ok.status_code == 200

@@ -62,3 +62,30 @@ def test_a_saved_model_codes_exactly_like_the_fitted_one(tmp_path: Path) -> None
     save_model(tmp_path / "entropy.npz", positional, overall, left, above, betas)
     loaded = EntropyModel.load(tmp_path / "entropy.npz")
     assert loaded.encode(test) == EntropyModel(positional, overall, left, above).encode(test)
+
+
+def test_tables_stay_exact_even_for_a_degenerate_fit() -> None:
+    # One code holding almost every position: counts near 2**40 times two experts near 2**16 each
+    # would pass 2**53, where float64 stops being exact and the two ends could build different tables.
+    positional = np.ones((7, 7, K), np.int64)
+    positional[:, :, 3] = 2**40
+    overall = positional.sum(axis=(0, 1))
+    full = np.full((K, K), 65535, np.uint16)
+    model = EntropyModel(positional, overall, full, full)
+    codes = np.random.default_rng(4).integers(0, K, size=(3, 7, 7))
+    codes[:, :, :4] = 3
+    columns = codes.reshape(3, -1).T
+    assert all(model._table(3, p, 7, True, columns).max() < 2**53 for p in range(49))
+    assert np.array_equal(model.decode(header(codes), model.encode(codes)), codes)
+
+
+def test_a_model_file_from_before_the_upper_neighbour_still_loads(tmp_path: Path) -> None:
+    # Model 2.0.0's entropy.npz: positional, overall, left and a scalar `beta`; no `above`.
+    train, test = striped_codes(500), striped_codes(10, seed=5)
+    positional, overall = count_codes(train, K)
+    left = neighbour_weights(pair_counts(train, K, "left"), 0.7)
+    np.savez_compressed(tmp_path / "entropy.npz", positional=positional.astype(np.uint32),
+                        overall=overall.astype(np.uint32), beta=np.array(0.7), left=left)
+    loaded = EntropyModel.load(tmp_path / "entropy.npz")
+    assert loaded.encode(test) == EntropyModel(positional, overall, left).encode(test)
+    assert np.array_equal(loaded.decode(header(test), loaded.encode(test)), test)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from bench.inprocess import matmul_rate, measure_graphs
-from bench.load import LoadRow, Workload, comparison, free_port, ours, run_rows
+from bench.load import LoadRow, Workload, comparison, free_port, multipart_body, ours, run_rows
 from bench.report import graph_cells, load_cells, markdown_table, targets, write_markdown
 from service.cpus import usable_cpus
 from service.imaging import encode_png
@@ -36,19 +36,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def workloads(data_dir: str | None) -> list[Workload]:
     digits = load_split("mnist", "test", data_dir)[0][:64]
-    png = encode_png(digits[0][:, :, None])
-    boundary = "benchboundary"
-    parts = b"".join(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="images"; filename="{i}.png"\r\n'
-        f"Content-Type: image/png\r\n\r\n".encode() + encode_png(d[:, :, None]) + b"\r\n"
-        for i, d in enumerate(digits)
-    )
+    pngs = [encode_png(d[:, :, None]) for d in digits]
+    body, content_type = multipart_body(pngs)
     grid = np.arange(49).reshape(7, 7).tolist()
     return [
-        Workload("encode-1", "/encode", "POST", png, "image/png", 1),
+        Workload("encode-1", "/encode", "POST", pngs[0], "image/png", 1),
         Workload("decode-1", "/decode", "POST", json.dumps({"codes": grid}).encode(), "application/json", 1),
-        Workload("encode-64", "/encode", "POST", parts + f"--{boundary}--\r\n".encode(),
-                 f"multipart/form-data; boundary={boundary}", 64),
+        Workload("encode-64", "/encode", "POST", body, content_type, 64),
     ]
 
 

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench.load import free_port, ours, server_log
+from bench.load import free_port, multipart_body, ours, server_log
 from service.imaging import encode_png
 from training.data import load_split
 
@@ -59,17 +59,13 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q) * 1000) if values else 0.0
 
 
-def multipart(pngs: list[bytes], boundary: str = "soak-boundary") -> dict[str, Any]:
-    """A multipart/form-data request with the PNGs in the field `images`, encoded once: the client
-    shares the 2 cores with the server, and re-encoding 64 parts per request would load it, not the server."""
-    body = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="images"; filename="{i}.png"\r\n'
-                    f"Content-Type: image/png\r\n\r\n".encode() + png + b"\r\n" for i, png in enumerate(pngs))
-    return {"content": body + f"--{boundary}--\r\n".encode(),
-            "headers": {"content-type": f"multipart/form-data; boundary={boundary}"}}
-
-
 def json_body(value: Any) -> dict[str, Any]:
     return {"content": json.dumps(value).encode(), "headers": {"content-type": "application/json"}}
+
+
+def multipart(pngs: list[bytes]) -> dict[str, Any]:
+    body, content_type = multipart_body(pngs)
+    return {"content": body, "headers": {"content-type": content_type}}
 
 
 def requests_mix(data_dir: str | None, batch: int = 16) -> list[dict[str, Any]]:

@@ -82,19 +82,18 @@ class NotReady(BaseModel):
     models: dict[str, ModelState]
 
 
+RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "string"}}}
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": text}
+    status: {"model": ErrorResponse, "description": text, **({"headers": RETRY_AFTER} if status == 429 else {})}
     for status, text in [
         (400, "Malformed body or undecodable image"),
         (404, "Unknown model"),
+        (408, "The body did not arrive within VQVAE_BODY_TIMEOUT_S"),
         (413, "Body, image or batch over the configured limits"),
         (415, "Unsupported media type"),
-        (408, "The body did not arrive within VQVAE_BODY_TIMEOUT_S"),
         (422, "Invalid codes, sizes or parameters"),
         (429, "Too many requests in progress or queued; retry after the Retry-After header's seconds"),
         (503, "Model not ready"),
         (504, "Inference did not finish within VQVAE_REQUEST_TIMEOUT_S"),
     ]
 }
-ERROR_RESPONSES[429]["headers"] = {"Retry-After": {"description": "seconds to wait before retrying",
-                                                   "schema": {"type": "string"}}}

@@ -163,6 +163,7 @@ class EntropyModel:
 
 
 BETAS = (0.0, 0.3, 0.5, 0.7, 0.85)
+SIDES = ("left", "above")
 
 
 def fit(train_codes: np.ndarray, codebook_size: int, betas: tuple[float, ...] = BETAS, held_out: float = 0.1
@@ -173,16 +174,12 @@ def fit(train_codes: np.ndarray, codebook_size: int, betas: tuple[float, ...] = 
     cut = int(len(train_codes) * (1 - held_out))
     fit_part, check_part = train_codes[:cut], train_codes[cut:]
     positional, overall = count_codes(fit_part, codebook_size)
-    pairs = {side: pair_counts(fit_part, codebook_size, side) for side in ("left", "above")}
-
-    def expert(side: str, beta: float, counts: dict[str, np.ndarray]) -> np.ndarray | None:
-        return neighbour_weights(counts[side], beta) if beta else None
-
-    cost = {(bl, ba): EntropyModel(positional, overall, expert("left", bl, pairs),
-                                   expert("above", ba, pairs)).ideal_bytes(check_part)
-            for bl in betas for ba in betas}
+    pairs = {side: pair_counts(fit_part, codebook_size, side) for side in SIDES}
+    experts = {(side, b): neighbour_weights(pairs[side], b) if b else None for side in SIDES for b in betas}
+    cost = {(bl, ba): EntropyModel(positional, overall, experts["left", bl], experts["above", ba])
+            .ideal_bytes(check_part) for bl in betas for ba in betas}
     beta_left, beta_above = min(cost, key=lambda b: cost[b])
     positional, overall = count_codes(train_codes, codebook_size)
-    pairs = {side: pair_counts(train_codes, codebook_size, side) for side in ("left", "above")}
-    return (positional, overall, expert("left", beta_left, pairs), expert("above", beta_above, pairs),
-            (beta_left, beta_above))
+    final = {side: neighbour_weights(pair_counts(train_codes, codebook_size, side), b) if b else None
+             for side, b in zip(SIDES, (beta_left, beta_above), strict=True)}
+    return positional, overall, final["left"], final["above"], (beta_left, beta_above)

@@ -120,7 +120,7 @@ def test_a_full_queue_refuses_at_once(runtime: ModelRuntime, images: np.ndarray)
             started = time.monotonic()
             with pytest.raises(Overloaded):
                 await slow.submit(images[:8])  # 8 queued + 8 > 10
-            assert time.monotonic() - started < 0.01  # refused at once, not after waiting
+            assert time.monotonic() - started < 0.1  # refused at once, not after the 0.2 s run ahead of it
             assert (await first).shape == (8, 7, 7) and (await queued).shape == (8, 7, 7)
             await slow.close()
 
@@ -225,10 +225,10 @@ def test_a_cancelled_split_request_cancels_all_its_parts(runtime: ModelRuntime, 
             await slow.close()
             return [len(after)]
 
-    started = time.monotonic()
     assert asyncio.run(main()) == [1]
-    assert time.monotonic() - started < 0.3  # ≈ 2 runs of 50 ms, not 9
-    assert recorder.sizes.count(8) <= 1
+    # At most the job already running when the client left, then the new request: none of the 7
+    # orphaned jobs ran (counting runs, not timing them, so a slow machine cannot fail it).
+    assert recorder.sizes in ([8, 1], [1]), recorder.sizes
 
 
 def test_work_for_clients_that_left_is_skipped(start_server, digits) -> None:  # type: ignore[no-untyped-def]

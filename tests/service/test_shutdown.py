@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import httpx
 import numpy as np
 
+from bench.load import multipart_body
 from tests.service.conftest import png_bytes
 
 
@@ -34,18 +35,25 @@ class Outcome:
 
 @dataclass
 class Load:
+    """Threads posting one pre-encoded body on a new connection each time. One shared client without
+    keep-alive, not a client per request: building one (and encoding the multipart body) costs this
+    process milliseconds between `started` and the real connect, as bench/soak.py's drain mode found."""
+
     url: str
-    body: dict[str, object]
+    body: bytes
+    content_type: str
     outcomes: list[Outcome] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    client: httpx.Client = field(default_factory=lambda: httpx.Client(
+        timeout=30, limits=httpx.Limits(max_connections=None, max_keepalive_connections=0)))
 
     def worker(self) -> None:
         while not self.stop.is_set():
             outcome = Outcome(started=time.monotonic())
             try:
-                with httpx.Client(timeout=30) as client:  # a fresh connection for every request
-                    outcome.status = client.post(self.url, **self.body).status_code  # type: ignore[arg-type]
+                response = self.client.post(self.url, content=self.body, headers={"content-type": self.content_type})
+                outcome.status = response.status_code
             except httpx.ConnectError:
                 outcome.error = "refused"
             except httpx.HTTPError as exc:
@@ -61,8 +69,8 @@ def test_requests_in_flight_during_sigterm_all_succeed(start_server, digits: np.
     drain = 2.0
     server = start_server(drain_seconds=drain)
     server.wait("/readyz")
-    files = [("images", (f"{i}.png", png_bytes(d), "image/png")) for i, d in enumerate(np.tile(digits, (2, 1, 1)))]
-    load = Load(server.url + "/encode", {"files": files})  # 128 digits per request (6 × 128 < the queue bound)
+    body, content_type = multipart_body([png_bytes(d) for d in np.tile(digits, (2, 1, 1))])
+    load = Load(server.url + "/encode", body, content_type)  # 128 digits per request (6 × 128 < the queue bound)
     threads = [threading.Thread(target=load.worker) for _ in range(6)]
     for t in threads:
         t.start()
@@ -74,6 +82,7 @@ def test_requests_in_flight_during_sigterm_all_succeed(start_server, digits: np.
     load.stop.set()
     for t in threads:
         t.join(30)
+    load.client.close()
 
     closing = signalled + drain  # when the listener closes (uvicorn acts within its 0.1 s tick)
     sent_in_time = [o for o in load.outcomes if o.started < closing - 1.0]

@@ -23,15 +23,19 @@ from training.model import VQVAE
 
 @torch.no_grad()
 def reconstruct(model: VQVAE, images_u8: np.ndarray, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 (N, H, W) -> float reconstructions (N, H, W) in [0, 1] and indices (N, H/4, W/4)."""
+    """uint8 (N, H, W) -> float reconstructions (N, H, W) in [0, 1] and indices (N, H/4, W/4).
+
+    Batches go to the model's device (a GPU when it trained there) and results come back to the CPU.
+    """
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     recons, codes = [], []
     for start in range(0, len(images_u8), batch_size):
-        x = torch.tensor(images_u8[start : start + batch_size]).float().div_(255).unsqueeze(1)  # (B, 1, H, W)
-        indices = model.encode_to_indices(x)  # (B, h, w)
-        recons.append(model.decode_from_indices(indices)[:, 0].numpy())
-        codes.append(indices.numpy())
+        x = torch.tensor(images_u8[start : start + batch_size], device=device).float().div_(255).unsqueeze(1)
+        indices = model.encode_to_indices(x)  # (B, h, w) from x (B, 1, H, W)
+        recons.append(model.decode_from_indices(indices)[:, 0].cpu().numpy())
+        codes.append(indices.cpu().numpy())
     model.train(was_training)
     return np.concatenate(recons), np.concatenate(codes)
 

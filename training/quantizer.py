@@ -70,27 +70,33 @@ def nearest_code(flat: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
 
 
 def kmeans_plus_plus_seeds(samples: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-    """k-means++ seeding: each new seed drawn with probability ∝ squared distance to the nearest seed."""
-    first = int(torch.randint(samples.shape[0], (1,), generator=generator))
+    """k-means++ seeding: each new seed drawn with probability ∝ squared distance to the nearest seed.
+
+    `generator` must live on the samples' device (CUDA samples need a CUDA generator).
+    """
+    device = samples.device
+    first = int(torch.randint(samples.shape[0], (1,), generator=generator, device=device))
     seeds = [first]
     nearest_sq = (samples - samples[first]).pow(2).sum(1)  # (M,)
     for _ in range(k - 1):
         if float(nearest_sq.sum()) <= 0:  # fewer distinct points than k: repeat seeds
-            seeds.append(int(torch.randint(samples.shape[0], (1,), generator=generator)))
+            seeds.append(int(torch.randint(samples.shape[0], (1,), generator=generator, device=device)))
             continue
         chosen = int(torch.multinomial(nearest_sq, 1, generator=generator))
         seeds.append(chosen)
         nearest_sq = torch.minimum(nearest_sq, (samples - samples[chosen]).pow(2).sum(1))
-    return samples[torch.tensor(seeds)].clone()
+    return samples[torch.tensor(seeds, device=device)].clone()
 
 
 def kmeans(samples: torch.Tensor, k: int, iters: int, generator: torch.Generator) -> torch.Tensor:
     """Lloyd k-means with k-means++ seeds on (M, D) samples -> (k, D) centres; empty clusters keep their seed."""
     centres = kmeans_plus_plus_seeds(samples, k, generator)
     for _ in range(iters):
-        assign = nearest_code(samples, centres)  # (M,)
-        sums = torch.zeros_like(centres).index_add_(0, assign, samples)
-        counts = torch.bincount(assign, minlength=k).to(samples.dtype)
+        # Sums and counts by a one-hot matmul rather than index_add_/bincount: CUDA's atomic adds
+        # would make the centres (and so resume) differ from run to run.
+        one_hot = F.one_hot(nearest_code(samples, centres), k).to(samples.dtype)  # (M, k)
+        sums = one_hot.t() @ samples  # (k, D)
+        counts = one_hot.sum(0)  # (k,)
         filled = counts > 0
         centres[filled] = sums[filled] / counts[filled, None]
     return centres
@@ -173,7 +179,10 @@ class VectorQuantizer(nn.Module):
     @torch.no_grad()
     def _initialise_from(self, flat: torch.Tensor) -> None:
         samples = _all_gather_rows(flat)
-        generator = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, ()).item()))
+        # The seed comes from the global CPU RNG (saved in checkpoints) on every device; the
+        # generator itself must live where the samples are.
+        seed = int(torch.randint(0, 2**31 - 1, (), device="cpu"))
+        generator = torch.Generator(device=samples.device).manual_seed(seed)
         centres = kmeans(samples, self.codebook_size, iters=10, generator=generator)
         _broadcast(centres)
         self.codebook.data.copy_(centres)
@@ -205,11 +214,13 @@ class VectorQuantizer(nn.Module):
         if n_dead == 0:
             return
         # Every rank contributes the same number of candidates; rank 0's choice is broadcast.
-        pick = torch.randint(0, flat.shape[0], (min(n_dead, flat.shape[0]),))
+        # Random picks come from the data's device RNG (CUDA's on a GPU, saved in checkpoints too).
+        device = flat.device
+        pick = torch.randint(0, flat.shape[0], (min(n_dead, flat.shape[0]),), device=device)
         candidates = _all_gather_rows(flat[pick])  # (ranks*n, D)
-        chosen = candidates[torch.randperm(candidates.shape[0])[:n_dead]]
+        chosen = candidates[torch.randperm(candidates.shape[0], device=device)[:n_dead]]
         if chosen.shape[0] < n_dead:  # more dead codes than candidates: reuse with noise
-            extra = chosen[torch.randint(0, chosen.shape[0], (n_dead - chosen.shape[0],))]
+            extra = chosen[torch.randint(0, chosen.shape[0], (n_dead - chosen.shape[0],), device=device)]
             chosen = torch.cat([chosen, extra + 1e-3 * torch.randn_like(extra)])
         _broadcast(chosen)
         self.codebook.data[dead] = chosen

@@ -54,6 +54,7 @@ class TrainConfig:
     threads: int | None = None  # per rank; default: usable CPUs / local ranks
     amp: bool = False  # bf16 autocast for encoder and decoder (quantizer stays float32); pays on bf16 hardware
     device: str = "auto"  # auto | cpu | cuda
+    deterministic: bool = True  # on CUDA: deterministic cuDNN/cuBLAS kernels, so resume is bit for bit
     progress: bool = True
     model: ModelConfig = field(default_factory=ModelConfig)
 
@@ -77,13 +78,38 @@ def cpu_has_native_bf16() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def choose_device(requested: str, local_rank: int) -> torch.device:
+    """auto -> this rank's GPU when CUDA is usable, else the CPU; cuda without a GPU is a clear error."""
+    if requested not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda, not {requested!r}")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda, but torch sees no CUDA device (is this a CPU build of torch?)")
+    use_cuda = requested == "cuda" or (requested == "auto" and torch.cuda.is_available())
+    return torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+
+
+def make_cuda_deterministic() -> None:
+    """Deterministic cuDNN convolutions and cuBLAS workspaces: same seed, same device -> same bits.
+
+    warn_only: an op without a deterministic CUDA kernel warns instead of stopping a run.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 def setup_runtime(cfg: TrainConfig) -> Runtime:
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    device = choose_device(cfg.device, local_rank)
+    use_cuda = device.type == "cuda"
+    if use_cuda:
+        torch.cuda.set_device(device)  # NCCL and the default CUDA stream follow this rank's GPU
+        if cfg.deterministic:
+            make_cuda_deterministic()
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", device_id=device if use_cuda else None)
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     usable_cpus = len(os.sched_getaffinity(0))
     torch.set_num_threads(cfg.threads or max(1, usable_cpus // local_world))
@@ -141,6 +167,11 @@ def restore(cfg: TrainConfig, model: VQVAE, optimizer: torch.optim.Optimizer) ->
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     torch.set_rng_state(ckpt["rng"])
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        if ckpt.get("cuda_rng") is None:
+            raise CheckpointError(f"{cfg.out_dir}/ckpt.pt was written on the CPU; resume it with --device cpu")
+        torch.cuda.set_rng_state(ckpt["cuda_rng"], device)  # the quantizer's restarts draw from it
     return ckpt["step"], ckpt["seconds"]
 
 
@@ -151,6 +182,12 @@ def launch_command() -> str:
     return f"{launcher} {shlex.join(sys.argv[1:])}".strip()
 
 
+def cuda_rng_state(model: VQVAE) -> torch.Tensor | None:
+    """The CUDA generator of the model's GPU (restarts draw from it), or None on the CPU."""
+    device = next(model.parameters()).device
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
 def checkpoint_payload(cfg: TrainConfig, model: VQVAE, optimizer: torch.optim.Optimizer,
                        step: int, seconds: float, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
@@ -158,6 +195,7 @@ def checkpoint_payload(cfg: TrainConfig, model: VQVAE, optimizer: torch.optim.Op
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "rng": torch.get_rng_state(),
+        "cuda_rng": cuda_rng_state(model),
         "step": step,
         "seconds": seconds,
         "command": launch_command(),
@@ -224,7 +262,8 @@ def main(cfg: TrainConfig) -> TrainResult:
     step, seconds = restore(cfg, model, optimizer) if cfg.resume and (out / "ckpt.pt").exists() else (0, 0.0)
     wrapped: torch.nn.Module = model
     if rt.world > 1:  # buffers are kept equal by the quantizer's own all-reduce, not re-broadcast
-        wrapped = DistributedDataParallel(model, broadcast_buffers=False)
+        wrapped = DistributedDataParallel(model, broadcast_buffers=False,
+                                          device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     order = BatchOrder(len(train_images), cfg.batch_size, cfg.seed, rt)
     log = MetricsLog(out / "metrics.jsonl", rt.is_main)
     end = min(cfg.max_steps, cfg.stop_after or cfg.max_steps)
@@ -232,7 +271,7 @@ def main(cfg: TrainConfig) -> TrainResult:
     started = time.perf_counter() - seconds
 
     while step < end:
-        x = train_images[order.indices(step)].to(rt.device).float().div_(255)
+        x = train_images[order.indices(step)].to(rt.device, non_blocking=True).float().div_(255)
         x = x.contiguous(memory_format=torch.channels_last)  # (B, 1, 28, 28)
         stats, indices = train_step(wrapped, optimizer, x, learning_rate(cfg, step), cfg.amp)
         step += 1

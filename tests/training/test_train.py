@@ -28,8 +28,8 @@ def read_rows(out: Path, kind: str) -> list[dict]:  # type: ignore[type-arg]
     return [r for r in rows if r["kind"] == kind]
 
 
-def test_a_few_steps_on_real_digits_lower_the_loss(data_dir: Path, tmp_path: Path) -> None:
-    result = main(small_config(data_dir, tmp_path, max_steps=40))
+def test_a_few_steps_on_real_digits_lower_the_loss(data_dir: Path, tmp_path: Path, device: str) -> None:
+    result = main(small_config(data_dir, tmp_path, max_steps=40, device=device))
     train = read_rows(tmp_path, "train")
     assert [r["step"] for r in train] == list(range(5, 41, 5))
     assert train[-1]["reconstruction"] < 0.6 * train[0]["reconstruction"], train
@@ -38,9 +38,9 @@ def test_a_few_steps_on_real_digits_lower_the_loss(data_dir: Path, tmp_path: Pat
     assert (tmp_path / "recon_step000040.png").is_file()
 
 
-def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(data_dir: Path, tmp_path: Path) -> None:
-    straight = main(small_config(data_dir, tmp_path / "straight", checkpoint_interval=7)).model
-    interrupted_cfg = small_config(data_dir, tmp_path / "resumed", checkpoint_interval=7)
+def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(data_dir: Path, tmp_path: Path, device: str) -> None:
+    straight = main(small_config(data_dir, tmp_path / "straight", checkpoint_interval=7, device=device)).model
+    interrupted_cfg = small_config(data_dir, tmp_path / "resumed", checkpoint_interval=7, device=device)
     main(replace(interrupted_cfg, stop_after=14))
     assert load_checkpoint(tmp_path / "resumed" / "ckpt.pt")["step"] == 14
     resumed = main(replace(interrupted_cfg, resume=True)).model
@@ -49,6 +49,17 @@ def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(data_dir: Path, tmp
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert not different, different
     assert int(resumed.quantizer.restarts) == int(straight.quantizer.restarts)
+
+
+def test_device_cuda_without_a_gpu_is_a_clear_error(data_dir: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: --device cuda is valid here")
+    argv = ["--data-dir", str(data_dir), "--out-dir", str(tmp_path), "--max-steps", "2", "--device", "cuda"]
+    assert cli(argv) == 1
+    assert "no CUDA device" in capsys.readouterr().err
+    assert cli([*argv[:-1], "tpu"]) == 1
+    assert "auto, cpu or cuda" in capsys.readouterr().err
 
 
 def test_resume_refuses_a_different_config(data_dir: Path, tmp_path: Path) -> None:

@@ -15,8 +15,9 @@ RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY contract ./contract
 COPY service ./service
-# Only service/ is in the build context's copy, so only the service package is installed.
+# Only service/ and the contract package it reads are copied, so only they are installed.
 RUN pip install . \
  && if [ "$RUNTIME" = "gpu" ]; then \
       pip uninstall -y onnxruntime && pip install "$ONNXRUNTIME_GPU"; \

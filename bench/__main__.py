@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.benchmarks_md import graph_cells, load_cells, markdown_table, targets, write_markdown
 from bench.inprocess import matmul_rate, measure_graphs
 from bench.load import LoadRow, Workload, comparison, free_port, multipart_body, ours, run_rows
-from bench.report import graph_cells, load_cells, markdown_table, targets, write_markdown
-from service.cpus import usable_cpus
-from service.imaging import encode_png
+from service.inference.resources import usable_cpus
+from service.inputs.images import encode_png
 from training.data import load_split
 
 ROOT = Path(__file__).resolve().parents[1]

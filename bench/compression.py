@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from service.codec import EntropyModel, Kind, encode_stream
-from service.imaging import to_uint8
-from service.runtime import ModelRuntime, load_model
+from contract.entropy_model import EntropyModel
+from contract.streams import Kind, encode_stream
+from service.inference.runtime import ModelRuntime, load_model
+from service.inputs.images import to_uint8
 from training.data import load_split
 from training.metrics import psnr_from_mse, ssim
 

@@ -30,7 +30,7 @@ import httpx
 import numpy as np
 
 from bench.load import free_port, multipart_body, ours, server_log
-from service.imaging import encode_png
+from service.inputs.images import encode_png
 from training.data import load_split
 
 ROOT = Path(__file__).resolve().parents[1]

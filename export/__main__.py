@@ -12,9 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from contract import ContractError
 from export.parity import ParityError
 from export.pipeline import export_checkpoint
-from service.errors import ManifestError
 from training.checkpoint import CheckpointError
 from training.data import DataError
 
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         manifest = export_checkpoint(args.checkpoint, args.out_dir, args.name, args.version,
                                      args.data_dir, args.parity_images, args.upsample)
-    except (ParityError, CheckpointError, DataError, ManifestError) as exc:
+    except (ParityError, CheckpointError, DataError, ContractError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     p, m = manifest.parity, manifest.metrics

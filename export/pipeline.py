@@ -19,10 +19,8 @@ import onnx
 import onnxruntime
 import torch
 
-from export.graphs import OPSET, Upsample, export_graph, graph_specs, write_metadata
-from export.parity import ParityReport, check_parity
-from service.codec.entropy import COUNTS_FILE, fit, save_model
-from service.manifest import (
+from contract.entropy_model import COUNTS_FILE, save_model
+from contract.manifest import (
     GRAPHS,
     MANIFEST_NAME,
     FileSpec,
@@ -33,6 +31,9 @@ from service.manifest import (
     TrainingSpec,
     sha256_of,
 )
+from export.entropy_fit import fit
+from export.graphs import OPSET, Upsample, export_graph, graph_specs, write_metadata
+from export.parity import ParityReport, check_parity
 from training.checkpoint import load_checkpoint, model_from_checkpoint
 from training.data import load_split
 from training.evaluate import evaluate_model, reconstruct, save_reconstruction_grid

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         # Each worker writes its metric samples here; /metrics in any worker sums them all.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="vqvae-metrics-")
     uvicorn.run(
-        "service.main:create_app", factory=True, host=settings.host, port=settings.port,
+        "service.api.app:create_app", factory=True, host=settings.host, port=settings.port,
         workers=settings.workers, log_level=settings.log_level, log_config=log_config(settings.log_level),
         server_header=False, access_log=False, timeout_keep_alive=settings.keep_alive_s,
     )

@@ -1,19 +1,17 @@
-"""Every domain error of the service, in one place.
+"""The service's domain errors, in one place, free of HTTP.
 
-Each carries a stable `code` slug and an HTTP `status`; the application maps them to the one
-error shape `{"error": {"code", "message"}}` in a single exception handler (service/main.py).
-Messages say what was wrong and how to fix it, and never carry stack traces or server paths.
+Each carries a stable `code` slug and a message that says what was wrong and how to fix it (never
+a stack trace or a server path). The HTTP edge (service/api/error_mapping.py) maps every class,
+and the contract package's errors, to a status in one table.
 """
 
 from __future__ import annotations
 
 
-class CodecError(Exception):
+class ServiceError(Exception):
     """Base class: a problem the caller (or the operator) can act on."""
 
-    status: int = 500
     code: str = "internal_error"
-    headers: dict[str, str] = {}  # noqa: RUF012 (read-only per class: extra response headers)
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -23,21 +21,10 @@ class CodecError(Exception):
 # -- model files (raised while loading; shown by /readyz, never as a request's response) ---------
 
 
-class ModelLoadError(CodecError):
-    """A model directory, manifest or ONNX file is missing, malformed or inconsistent."""
+class ModelLoadError(ServiceError):
+    """A model directory or ONNX file is missing, malformed or inconsistent with its manifest."""
 
-    status = 503
     code = "model_load_failed"
-
-
-class ManifestError(ModelLoadError):
-    code = "manifest_invalid"
-
-
-class IntegrityError(ModelLoadError):
-    """A file's sha256 does not match the manifest: the model must not be served."""
-
-    code = "integrity_check_failed"
 
 
 class ProviderError(ModelLoadError):
@@ -49,8 +36,8 @@ class ProviderError(ModelLoadError):
 # -- requests ----------------------------------------------------------------------------------
 
 
-class BadRequest(CodecError):
-    status, code = 400, "bad_request"
+class BadRequest(ServiceError):
+    code = "bad_request"
 
 
 class EmptyBody(BadRequest):
@@ -73,12 +60,12 @@ class UndecodableImage(BadRequest):
     code = "undecodable_image"
 
 
-class ModelNotFound(CodecError):
-    status, code = 404, "model_not_found"
+class ModelNotFound(ServiceError):
+    code = "model_not_found"
 
 
-class PayloadTooLarge(CodecError):
-    status, code = 413, "payload_too_large"
+class PayloadTooLarge(ServiceError):
+    code = "payload_too_large"
 
 
 class ImageTooLarge(PayloadTooLarge):
@@ -89,42 +76,34 @@ class TooManyImages(PayloadTooLarge):
     code = "too_many_images"
 
 
-class UnsupportedMediaType(CodecError):
-    status, code = 415, "unsupported_media_type"
+class UnsupportedMediaType(ServiceError):
+    code = "unsupported_media_type"
 
 
-class UnsupportedSize(CodecError):
-    status, code = 422, "unsupported_size"
+class UnsupportedSize(ServiceError):
+    code = "unsupported_size"
 
 
-class InvalidCodes(CodecError):
-    status, code = 422, "invalid_codes"
+class InvalidCodes(ServiceError):
+    code = "invalid_codes"
 
 
-class InvalidStream(CodecError):
-    """A packed or entropy-coded stream that is malformed, truncated, corrupt or from another model."""
-
-    status, code = 422, "invalid_stream"
+class ModelNotReady(ServiceError):
+    code = "model_not_ready"
 
 
-class ModelNotReady(CodecError):
-    status, code = 503, "model_not_ready"
-
-
-class Overloaded(CodecError):
+class Overloaded(ServiceError):
     """Too many requests in progress (the admission gate) or the inference queue is full: refuse at
     once rather than queue into a slow collapse."""
 
-    status, code = 429, "overloaded"
-    headers = {"Retry-After": "1"}  # noqa: RUF012
+    code = "overloaded"
 
 
-class DeadlineExceeded(CodecError):
-    status, code = 504, "deadline_exceeded"
+class DeadlineExceeded(ServiceError):
+    code = "deadline_exceeded"
 
 
-class BodyTimeout(CodecError):
+class BodyTimeout(ServiceError):
     """The client did not send its whole body in time (a slow or stalled upload holding a place)."""
 
-    status, code = 408, "body_timeout"
-    headers = {"Connection": "close"}  # noqa: RUF012
+    code = "body_timeout"

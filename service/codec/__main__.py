@@ -17,14 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from service.codec import Kind, decode_stream, encode_stream
-from service.codec.formats import parse_header, unseal
+from contract import ContractError
+from contract.streams import Kind, decode_stream, encode_stream, parse_header, unseal
 from service.config import SHIPPED_MODELS
-from service.errors import CodecError
-from service.imaging import encode_png, to_uint8
-from service.payloads import ImageUpload
-from service.pipeline import images_to_batch
-from service.runtime import ModelRuntime, load_model
+from service.errors import ServiceError
+from service.inference.runtime import ModelRuntime, load_model
+from service.inputs.bodies import ImageUpload
+from service.inputs.images import encode_png, images_to_batch, to_uint8
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 CHUNK = 256  # images per onnxruntime run
@@ -37,7 +36,7 @@ def runtime_for(models_dir: Path, name: str) -> ModelRuntime:
 def compress(args: argparse.Namespace) -> str:
     files = sorted(p for p in args.source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise CodecError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {args.source}")
+        raise ServiceError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {args.source}")
     model = runtime_for(args.models_dir, args.model)
     uploads = [ImageUpload(p.name, p.read_bytes()) for p in files]
     batches = [images_to_batch(model.manifest, uploads[i : i + CHUNK], args.resize, 1 << 26)
@@ -93,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     action = {"compress": compress, "decompress": decompress, "inspect": inspect}[args.command]
     try:
         print(action(args))
-    except CodecError as exc:
+    except (ServiceError, ContractError) as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
     except OSError as exc:

@@ -12,8 +12,8 @@ import jsonschema
 import pytest
 import yaml
 
+from service.api.app import create_app
 from service.config import Settings
-from service.main import create_app
 from tests.conftest import ROOT
 
 K8S = ROOT / "deploy" / "k8s"

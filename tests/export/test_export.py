@@ -13,11 +13,10 @@ import pytest
 import torch
 
 import export.pipeline as pipeline
+from contract.manifest import GRAPH_IO, GRAPHS, IntegrityError, ManifestError, load_manifest, sha256_of, verify_files
 from export.__main__ import main as export_cli
 from export.graphs import export_graph, graph_specs
 from export.parity import ParityError, check_parity, measure_parity, near_tie_mask
-from service.errors import IntegrityError, ManifestError
-from service.manifest import GRAPH_IO, GRAPHS, load_manifest, sha256_of, verify_files
 from training.checkpoint import load_checkpoint, model_from_checkpoint
 from training.model import VQVAE, ModelConfig
 from training.train import TrainConfig, main

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from service.manifest import load_manifest
+from contract.manifest import load_manifest
 from tests.conftest import ROOT
 from training.train import TrainConfig
 

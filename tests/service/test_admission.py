@@ -11,8 +11,8 @@ import httpx
 import numpy as np
 import pytest
 
-from service.admission import AdmissionGate
 from service.errors import Overloaded
+from service.inference.admission import AdmissionGate
 from tests.service.conftest import png_bytes
 
 

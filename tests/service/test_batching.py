@@ -13,9 +13,9 @@ import httpx
 import numpy as np
 import pytest
 
-from service.batching import BatchPolicy, MicroBatcher, bucket, padded
 from service.errors import Overloaded
-from service.runtime import ModelRuntime, load_model
+from service.inference.batching import BatchPolicy, MicroBatcher, bucket, padded
+from service.inference.runtime import ModelRuntime, load_model
 from tests.service.conftest import SHIPPED_MODELS, png_bytes
 
 

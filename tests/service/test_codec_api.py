@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from service.manifest import load_manifest
+from contract.manifest import load_manifest
 from tests.service.conftest import SHIPPED_MODELS, image_bytes, png_bytes
 from training.metrics import psnr_from_mse
 

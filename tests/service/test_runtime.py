@@ -6,7 +6,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from service.runtime import SMALL_BATCH, GraphSession, load_model, session_options
+from service.inference.runtime import SMALL_BATCH, GraphSession, load_model, session_options
 from tests.service.conftest import SHIPPED_MODELS
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from service.security import exempt_prefixes
+from service.api.middleware import exempt_prefixes
 from tests.service.conftest import png_bytes
 
 KEY = "s3cret-key-for-tests"

@@ -8,11 +8,9 @@ import httpx
 import numpy as np
 import pytest
 
-from service.codec import Kind, decode_stream, encode_stream
+from contract.streams import InvalidStream, Kind, decode_stream, encode_stream, pack, unpack
 from service.codec.__main__ import main as codec_cli
-from service.codec.formats import pack, unpack
-from service.errors import InvalidStream
-from service.runtime import ModelRuntime, load_model
+from service.inference.runtime import ModelRuntime, load_model
 from tests.service.conftest import SHIPPED_MODELS, png_bytes
 from training.data import load_split
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from service.api.request_scope import prefers_png
 from service.errors import BadRequest, InvalidCodes, TooManyImages
-from service.payloads import parse_code_grids, parse_json
-from service.routes.codec import prefers_png
-from service.runtime import CPU, CUDA, provider_list
+from service.inference.runtime import CPU, CUDA, provider_list
+from service.inputs.bodies import parse_json
+from service.inputs.grids import parse_code_grids
 
 
 @pytest.mark.parametrize(

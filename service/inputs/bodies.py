@@ -1,9 +1,8 @@
-"""Request bodies -> what the codec works on: encoded images in, code grids out.
+"""Encode request bodies -> the encoded image files they carry, and strict JSON for every body.
 
 Encode accepts three bodies: multipart/form-data with files in the field `images`;
 application/json `{"images": ["<base64>", ...]}` (data: URLs allowed); or one raw image with an
-image/* content type. Decode accepts application/json `{"codes": grid | [grid, ...]}`.
-Everything malformed becomes a domain error naming what and where.
+image/* content type. Everything malformed becomes a domain error naming what and where.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
@@ -23,7 +21,6 @@ from service.errors import (
     BadRequest,
     EmptyBody,
     InvalidBase64,
-    InvalidCodes,
     InvalidJSON,
     MissingImages,
     TooManyImages,
@@ -125,49 +122,3 @@ async def read_images(request: Request, max_images: int, max_bytes: int) -> list
     if not body and not kind:
         raise EmptyBody(f"the request body is empty; send {ACCEPTED_ENCODE_TYPES}")
     raise UnsupportedMediaType(f"content type {kind[:80]!r} is not accepted; send {ACCEPTED_ENCODE_TYPES}")
-
-
-# -- code grids ----------------------------------------------------------------------------------
-
-
-def _offending(position: str, value: Any, problem: str) -> InvalidCodes:
-    shown = json.dumps(value)[:40] if not isinstance(value, float) or np.isfinite(value) else str(value)
-    return InvalidCodes(f"{position} = {shown}: {problem}")
-
-
-def _check_grid(grid: Any, where: str, codebook_size: int) -> tuple[int, int]:
-    """Walk one grid in order; raise at the first offending position. -> (h, w)."""
-    if not isinstance(grid, list) or not grid:
-        raise _offending(where, grid, "expected a non-empty list of rows")
-    width = len(grid[0]) if isinstance(grid[0], list) else 0
-    for r, row in enumerate(grid):
-        if not isinstance(row, list) or not row:
-            raise _offending(f"{where}[{r}]", row, "expected a non-empty list of ints")
-        if len(row) != width:
-            raise InvalidCodes(f"{where}[{r}] has {len(row)} entries but {where}[0] has {width}; grids must be "
-                               "rectangular")
-        for c, value in enumerate(row):
-            if type(value) is not int:  # bools and floats are not codes
-                raise _offending(f"{where}[{r}][{c}]", value, "expected an int")
-            if not 0 <= value < codebook_size:
-                raise _offending(f"{where}[{r}][{c}]", value, f"codes must be in [0, {codebook_size})")
-    return len(grid), width
-
-
-def parse_code_grids(payload: Any, codebook_size: int, max_images: int) -> tuple[np.ndarray, bool]:
-    """{"codes": grid | [grid, ...]} -> int64 (N, h, w), and whether one bare grid was sent."""
-    if not isinstance(payload, dict) or "codes" not in payload:
-        raise BadRequest('expected a JSON object {"codes": [[...], ...]} (one grid or a list of grids)')
-    codes = payload["codes"]
-    if not isinstance(codes, list) or not codes:
-        raise _offending("codes", codes, "expected a non-empty grid or list of grids")
-    single = not (isinstance(codes[0], list) and codes[0] and isinstance(codes[0][0], list))
-    grids = [codes] if single else codes
-    if len(grids) > max_images:
-        raise TooManyImages(f"{len(grids)} grids in one request; the limit is {max_images}")
-    shapes = [_check_grid(g, "codes" if single else f"codes[{i}]", codebook_size) for i, g in enumerate(grids)]
-    for i, shape in enumerate(shapes):
-        if shape != shapes[0]:
-            raise InvalidCodes(f"codes[{i}] is {shape[0]}×{shape[1]} but codes[0] is {shapes[0][0]}×{shapes[0][1]}; "
-                               "grids in one request must have the same size")
-    return np.asarray(grids, dtype=np.int64), single

@@ -8,8 +8,6 @@ aggregates them (prometheus_client's multiprocess mode).
 from __future__ import annotations
 
 import os
-import time
-from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -21,7 +19,6 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUESTS = Counter("vqvae_requests_total", "HTTP requests by route template, method and status",
                    ["route", "method", "status"])
@@ -34,6 +31,8 @@ BATCH_SIZE = Histogram("vqvae_batch_size", "Items per onnxruntime run", ["model"
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
 REJECTED = Counter("vqvae_rejected_total", "Requests refused with 429 because the queue was full",
                    ["model", "graph"])
+ADMISSION_REJECTED = Counter("vqvae_admission_rejected_total",
+                             "Codec requests refused with 429 because too many were in progress")
 PROVIDER = Gauge("vqvae_model_provider_info", "1 per ready model, labelled with its active execution provider",
                  ["model", "version", "provider"], multiprocess_mode="max")
 
@@ -66,33 +65,3 @@ def exposition() -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
-
-
-class RequestMetrics:
-    """Pure ASGI middleware: count, time and gauge every HTTP request by its route template."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def recording_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        IN_FLIGHT.inc()
-        try:
-            await self.app(scope, receive, recording_send)
-        finally:
-            IN_FLIGHT.dec()
-            route: Any = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"  # never the raw URL: bounded labels
-            REQUESTS.labels(template, scope["method"], str(status)).inc()
-            LATENCY.labels(template).observe(time.perf_counter() - started)

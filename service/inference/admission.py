@@ -1,6 +1,6 @@
 """Admission control: at most N codec requests in progress per worker; beyond that, 429 at once.
 
-The batching queue's bound (service/batching.py) protects inference. This protects what saturates
+The batching queue's bound (service/inference/batching.py) protects inference. This protects what saturates
 first on a small machine: the event loop's own per-request work (reading the body, parsing
 multipart, decoding images), which happens before anything reaches the queue. Without it, an
 overload shows up as ever longer waits in front of the queue rather than as quick 429s.
@@ -18,12 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prometheus_client import Counter
-
 from service.errors import Overloaded
-
-ADMISSION_REJECTED = Counter("vqvae_admission_rejected_total",
-                             "Codec requests refused with 429 because too many were in progress")
+from service.telemetry import ADMISSION_REJECTED
 
 
 class AdmissionGate:

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.codec.entropy import EntropyModel, count_codes, fit, neighbour_weights, pair_counts, save_model
-from service.codec.formats import Header, Kind
+from contract.entropy_model import EntropyModel, save_model
+from contract.streams import Header, Kind
+from export.entropy_fit import count_codes, fit, neighbour_weights, pair_counts
 
 K = 512
 

@@ -11,9 +11,9 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
-from service.admission import AdmissionGate
 from service.config import Settings
-from service.registry import ModelRegistry, ServedModel
+from service.inference.admission import AdmissionGate
+from service.inference.registry import ModelRegistry, ServedModel
 
 
 async def settings_of(request: Request) -> Settings:

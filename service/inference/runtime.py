@@ -16,9 +16,9 @@ from typing import Literal
 import numpy as np
 import onnxruntime as ort
 
-from service.codec.entropy import EntropyModel
+from contract.entropy_model import EntropyModel
+from contract.manifest import GRAPH_IO, GRAPHS, METADATA_PREFIX, Manifest, load_manifest, verify_files
 from service.errors import ModelLoadError, ProviderError
-from service.manifest import GRAPH_IO, GRAPHS, METADATA_PREFIX, Manifest, load_manifest, verify_files
 
 log = logging.getLogger("service.models")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from service.metrics import exposition
+from service.telemetry import exposition
 
 router = APIRouter(tags=["metrics"])
 

@@ -1,10 +1,13 @@
-"""Response shapes, for the OpenAPI schema and for clients. Routes build plain dicts of these shapes."""
+"""The OpenAPI schema's shapes: response models (routes build plain dicts of these shapes), the
+codec routes' request bodies (read by hand for speed, so described here), and the error responses."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+
+from service.inputs.bodies import RAW_IMAGE_TYPES
 
 
 class ErrorDetail(BaseModel):
@@ -96,4 +99,52 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (503, "Model not ready"),
         (504, "Inference did not finish within VQVAE_REQUEST_TIMEOUT_S"),
     ]
+}
+
+
+# -- codec request bodies and responses ----------------------------------------------------
+
+_binary = {"type": "string", "format": "binary"}
+ENCODE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {"type": "object", "required": ["images"],
+                           "properties": {"images": {"type": "array", "items": _binary, "minItems": 1}}},
+            },
+            "application/json": {
+                "schema": {"type": "object", "required": ["images"],
+                           "properties": {"images": {"type": "array", "items": {"type": "string", "format": "byte"},
+                                                     "minItems": 1,
+                                                     "description": "base64 images (data: URLs allowed)"}}},
+            },
+            **{kind: {"schema": _binary} for kind in RAW_IMAGE_TYPES},
+        },
+    }
+}
+_grid = {"type": "array", "minItems": 1, "description": "rows of equal length; codes in [0, codebook_size)",
+         "items": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}}}
+DECODE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "required": ["codes"], "properties": {
+                    "codes": {"oneOf": [_grid, {"type": "array", "items": _grid}],
+                              "description": "one h×w grid of code indices, or a list of grids"}}},
+            },
+            "application/octet-stream": {"schema": _binary},
+        },
+    }
+}
+ENCODE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/octet-stream": {"schema": _binary}},
+          "description": "JSON codes; a binary stream with ?format=packed or ?format=entropy"},
+    **ERROR_RESPONSES,
+}
+DECODE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/png": {"schema": _binary}},
+          "description": "JSON with base64 PNGs; the PNG itself for one grid sent with `Accept: image/png`"},
+    **ERROR_RESPONSES,
 }

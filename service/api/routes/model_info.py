@@ -6,9 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from service.deps import RegistryDep, SettingsDep
-from service.registry import ModelStatus
-from service.schemas import ERROR_RESPONSES, ModelInfo, ModelList
+from service.api.deps import RegistryDep, SettingsDep
+from service.api.openapi import ERROR_RESPONSES, ModelInfo, ModelList
+from service.inference.registry import ModelStatus
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 

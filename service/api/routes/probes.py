@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from service.deps import RegistryDep
-from service.schemas import Liveness, NotReady, Readiness
+from service.api.deps import RegistryDep
+from service.api.openapi import Liveness, NotReady, Readiness
 
 router = APIRouter(tags=["health"])
 

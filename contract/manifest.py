@@ -1,7 +1,7 @@
 """The contract between export and service: `model.json` and the ONNX files it lists.
 
 The exporter writes manifests through these models and the service reads them back through the
-same models, so both halves agree on every field. Torch-free on purpose: the service imports it.
+same models, so both halves agree on every field.
 
     manifest = load_manifest(Path("models/mnist"))
     verify_files(manifest, Path("models/mnist"))  # raises IntegrityError on any tampered file
@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from service.errors import IntegrityError, ManifestError
+from contract import ContractError
 
 MANIFEST_NAME = "model.json"
 FORMAT_VERSION: Literal[1] = 1
@@ -28,6 +28,18 @@ GRAPH_IO: dict[str, tuple[str, str]] = {
     "decoder": ("indices", "image"),
 }
 METADATA_PREFIX = "vqvae."
+
+
+class ManifestError(ContractError):
+    """model.json is missing, not JSON, or does not match the schema."""
+
+    code = "manifest_invalid"
+
+
+class IntegrityError(ContractError):
+    """A listed file is missing or its sha256 differs from the manifest's: it must not be used."""
+
+    code = "integrity_check_failed"
 
 
 class _Strict(BaseModel):

@@ -1,4 +1,7 @@
-"""Binary streams of code grids: one implementation for the service and the CLI.
+"""Binary streams of code grids: one implementation for the service and the offline codec CLI.
+
+    stream = encode_stream(codes, Kind.ENTROPY, manifest, entropy_model)   # int (N, h, w) -> bytes
+    codes = decode_stream(stream, manifest, entropy_model)                 # bytes -> int64 (N, h, w)
 
 Layout (integers big-endian; "varint" is LEB128):
 
@@ -10,7 +13,7 @@ Layout (integers big-endian; "varint" is LEB128):
     h, w     varint   grid size
     count    varint   number of grids
     payload           packed: count·h·w indices of ceil(log2 K) bits, row-major, zero-padded to a byte
-                      entropy: range-coded indices (see entropy.py), as little-endian 32-bit words
+                      entropy: range-coded indices (see entropy_model.py), as little-endian 32-bit words
     crc32    4 bytes  of everything above, so truncation and corruption never decode silently
 
 A stream is only decoded by the model that made it (name, version and K must match).
@@ -20,16 +23,28 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from service.errors import InvalidStream
+from contract import ContractError
+from contract.manifest import Manifest
+
+if TYPE_CHECKING:  # entropy_model imports Header from here
+    from contract.entropy_model import EntropyModel
 
 MAGIC = b"VQ"
 FORMAT_VERSION = 1
 MAX_GRIDS = 1 << 20
+
+
+class InvalidStream(ContractError):
+    """A packed or entropy-coded stream that is malformed, truncated, corrupt or from another model."""
+
+    code = "invalid_stream"
 
 
 class Kind(IntEnum):
@@ -155,3 +170,33 @@ def read_packed(header: Header, payload: bytes) -> np.ndarray:
     if int(codes.max(initial=0)) >= header.codebook_size:
         raise InvalidStream(f"stream holds code {int(codes.max())} ≥ K={header.codebook_size}")
     return codes.reshape(header.count, header.height, header.width)
+
+
+def encode_stream(codes: np.ndarray, kind: Kind, manifest: Manifest, entropy: EntropyModel | None) -> bytes:
+    n, h, w = codes.shape
+    header = Header(kind, manifest.name, manifest.version, manifest.codebook_size, h, w, n)
+    if kind is Kind.PACKED:
+        return write_packed(header, codes)
+    if entropy is None:
+        raise InvalidStream(f"model {manifest.name!r} ships no entropy model; use format=packed")
+    return seal(header.to_bytes() + entropy.encode(codes))
+
+
+def decode_stream(stream: bytes, manifest: Manifest, entropy: EntropyModel | None,
+                  check: Callable[[Header], None] = lambda header: None) -> np.ndarray:
+    """bytes -> int64 (N, h, w); `check` sees the header (limits) before any payload is decoded."""
+    body = unseal(stream)
+    header, offset = parse_header(body)
+    check(header)
+    if (header.model, header.version, header.codebook_size) != (manifest.name, manifest.version,
+                                                                 manifest.codebook_size):
+        raise InvalidStream(
+            f"this stream was made by model {header.model!r} {header.version} (K={header.codebook_size}); "
+            f"it cannot be decoded by {manifest.name!r} {manifest.version} (K={manifest.codebook_size})"
+        )
+    payload = body[offset:]
+    if header.kind is Kind.PACKED:
+        return read_packed(header, payload)
+    if entropy is None:
+        raise InvalidStream(f"model {manifest.name!r} ships no entropy model to decode this stream")
+    return entropy.decode(header, payload)

@@ -18,13 +18,14 @@ from typing import Literal
 
 import numpy as np
 
-from service.batching import BatchPolicy, MicroBatcher, padded
+from contract import ContractError
+from contract.manifest import Manifest
 from service.config import Settings
-from service.cpus import threads_per_worker
-from service.errors import CodecError, ModelNotFound, ModelNotReady
-from service.manifest import Manifest
-from service.metrics import BatchMetrics, model_ready
-from service.runtime import ModelRuntime, load_model
+from service.errors import ModelNotFound, ModelNotReady, ServiceError
+from service.inference.batching import BatchPolicy, MicroBatcher, padded
+from service.inference.resources import threads_per_worker
+from service.inference.runtime import ModelRuntime, load_model
+from service.telemetry import BatchMetrics, model_ready
 
 log = logging.getLogger("service.models")
 
@@ -103,7 +104,7 @@ class ModelRegistry:
             try:
                 runtime = load_model(Path(self.settings.models_dir) / name, self.settings.providers,
                                      self.threads_per_session, self.settings.warmup_runs, self.settings.batch_max)
-            except CodecError as exc:
+            except (ServiceError, ContractError) as exc:  # a model that fails any check is not served
                 log.error("model %s not served: %s", name, exc.message)
                 with self._lock:
                     status.state, status.reason = "failed", exc.message

@@ -12,7 +12,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-ASSETS = Path(__file__).resolve().parent.parent / "static" / "demo"
+ASSETS = Path(__file__).resolve().parents[2] / "static" / "demo"
 
 router = APIRouter(tags=["demo"])
 

@@ -1,0 +1,107 @@
+"""The HTTP edge of every failure: one table from domain errors to statuses, one error shape.
+
+Every failure leaves the service as {"error": {"code", "message"}}; the domain errors (service
+and contract) know nothing of HTTP, this module alone decides their status and extra headers.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+
+from contract import ContractError
+from contract.manifest import IntegrityError, ManifestError
+from contract.streams import InvalidStream
+from service.errors import (
+    BadRequest,
+    BodyTimeout,
+    DeadlineExceeded,
+    InvalidCodes,
+    ModelLoadError,
+    ModelNotFound,
+    ModelNotReady,
+    Overloaded,
+    PayloadTooLarge,
+    ServiceError,
+    UnsupportedMediaType,
+    UnsupportedSize,
+)
+
+log = logging.getLogger("service")
+
+# The most specific class in an error's MRO decides; ServiceError/ContractError are the fallbacks.
+HTTP_STATUS: dict[type[Exception], int] = {
+    BadRequest: 400,
+    ModelNotFound: 404,
+    BodyTimeout: 408,
+    PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
+    UnsupportedSize: 422,
+    InvalidCodes: 422,
+    InvalidStream: 422,
+    Overloaded: 429,
+    ModelNotReady: 503,
+    ModelLoadError: 503,
+    ManifestError: 503,
+    IntegrityError: 503,
+    DeadlineExceeded: 504,
+    ServiceError: 500,
+    ContractError: 500,
+}
+HTTP_HEADERS: dict[type[Exception], dict[str, str]] = {
+    Overloaded: {"Retry-After": "1"},  # seconds; the queue and the gate drain within about that
+    BodyTimeout: {"Connection": "close"},  # the rest of a stalled body is not worth reading
+}
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 503: "unavailable"}
+
+
+def status_of(exc: ServiceError | ContractError) -> int:
+    return next(HTTP_STATUS[cls] for cls in type(exc).__mro__ if cls in HTTP_STATUS)
+
+
+def headers_of(exc: ServiceError | ContractError) -> dict[str, str] | None:
+    return next((HTTP_HEADERS[cls] for cls in type(exc).__mro__ if cls in HTTP_HEADERS), None)
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def domain_error_response(exc: ServiceError | ContractError) -> JSONResponse:
+    return error_response(status_of(exc), exc.code, exc.message, headers_of(exc))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    @app.exception_handler(ContractError)
+    async def on_domain_error(request: Request, exc: ServiceError | ContractError) -> JSONResponse:
+        return domain_error_response(exc)
+
+    @app.exception_handler(HTTPException)
+    async def on_http_exception(request: Request, exc: HTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        if exc.status_code == 404:
+            message = "no such endpoint; see /docs"
+        return error_response(exc.status_code, HTTP_CODES.get(exc.status_code, "http_error"), message,
+                              headers=dict(exc.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:3])
+        return error_response(422, "invalid_parameter", problems[:500])
+
+    @app.exception_handler(ClientDisconnect)
+    async def on_client_gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        # The client closed the connection mid-body: nobody will read this; not a server fault.
+        log.debug("client disconnected during %s %s", request.method, request.url.path)
+        return error_response(400, "client_disconnected", "the client closed the connection before the body ended")
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", "unexpected server error; it has been logged")

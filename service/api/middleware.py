@@ -1,0 +1,120 @@
+"""Pure ASGI middleware: request metrics, the optional API key, the body size limit.
+
+Pure ASGI rather than BaseHTTPMiddleware: no per-request task or body buffering. Order (outermost
+first, set in app.py): metrics, CORS, API key, body limit, then the routes.
+
+With VQVAE_API_KEY set, every request must carry `Authorization: Bearer <key>`, compared in
+constant time; route groups named in VQVAE_AUTH_EXEMPT (probes, metrics, docs, demo) are served
+without it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.api.error_mapping import error_response
+from service.errors import PayloadTooLarge
+from service.telemetry import IN_FLIGHT, LATENCY, REQUESTS
+
+
+class RequestMetrics:
+    """Pure ASGI middleware: count, time and gauge every HTTP request by its route template."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        IN_FLIGHT.inc()
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            IN_FLIGHT.dec()
+            route: Any = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"  # never the raw URL: bounded labels
+            REQUESTS.labels(template, scope["method"], str(status)).inc()
+            LATENCY.labels(template).observe(time.perf_counter() - started)
+
+
+class BodySizeLimit:
+    """Pure ASGI: 413 for a declared Content-Length over the limit before reading; a streamed
+    (chunked or lying) body is counted as it arrives and cut off at the limit."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await error_response(413, PayloadTooLarge.code, self._message())(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise PayloadTooLarge(self._message())
+            return message
+
+        await self.app(scope, limited, send)
+
+    def _message(self) -> str:
+        return f"request body over the limit of {self.max_bytes} bytes"
+
+
+ROUTE_GROUPS = {
+    "probes": ("/livez", "/healthz", "/readyz"),
+    "metrics": ("/metrics",),
+    "docs": ("/docs", "/redoc", "/openapi.json", "/static/docs/"),
+    "demo": ("/", "/demo/"),
+}
+
+
+def exempt_prefixes(groups: set[str]) -> tuple[str, ...]:
+    unknown = groups - set(ROUTE_GROUPS)
+    if unknown:
+        raise ValueError(f"VQVAE_AUTH_EXEMPT: unknown groups {sorted(unknown)}; known: {sorted(ROUTE_GROUPS)}")
+    return tuple(prefix for g in sorted(groups) for prefix in ROUTE_GROUPS[g])
+
+
+class ApiKeyAuth:
+    """Pure ASGI: 401 before the body is read unless the bearer token matches (or the path is exempt)."""
+
+    def __init__(self, app: ASGIApp, key: str, exempt: tuple[str, ...]) -> None:
+        self.app, self.expected, self.exempt = app, f"Bearer {key}".encode(), exempt
+
+    def _exempt(self, path: str) -> bool:
+        """Exact paths, and prefixes for entries ending in "/" ("/" itself is exact: the demo page)."""
+        return any(path == p or (len(p) > 1 and p.endswith("/") and path.startswith(p)) for p in self.exempt)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self._exempt(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        presented = dict(scope["headers"]).get(b"authorization", b"")
+        if hmac.compare_digest(presented, self.expected):
+            await self.app(scope, receive, send)
+            return
+        response = error_response(401, "unauthorized", "missing or invalid API key; send Authorization: Bearer <key>",
+                                  headers={"WWW-Authenticate": "Bearer"})
+        await response(scope, receive, send)

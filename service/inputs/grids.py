@@ -1,0 +1,102 @@
+"""Code grids in: JSON bodies or packed/entropy streams -> int64 (N, h, w), checked against the model.
+
+Decode accepts application/json `{"codes": grid | [grid, ...]}` or an application/octet-stream
+stream from /encode?format=packed|entropy. Every malformed grid becomes a domain error naming the
+first offending position.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+from starlette.requests import Request
+
+from contract.entropy_model import EntropyModel
+from contract.manifest import Manifest
+from contract.streams import Header, decode_stream
+from service.config import Settings
+from service.errors import BadRequest, ImageTooLarge, InvalidCodes, TooManyImages, UnsupportedMediaType, UnsupportedSize
+from service.inputs.bodies import media_type, parse_json
+
+
+def check_grid_size(m: Manifest, height: int, width: int, max_pixels: int) -> None:
+    if not m.fully_convolutional and (height, width) != (m.grid.height, m.grid.width):
+        raise UnsupportedSize(f"grids are {height}×{width}; model {m.name!r} decodes exactly "
+                              f"{m.grid.height}×{m.grid.width} grids")
+    pixels = height * width * m.downsample**2
+    if pixels > max_pixels:
+        raise ImageTooLarge(f"a {height}×{width} grid decodes to {pixels} pixels; the limit is {max_pixels}")
+
+
+def _offending(position: str, value: Any, problem: str) -> InvalidCodes:
+    shown = json.dumps(value)[:40] if not isinstance(value, float) or np.isfinite(value) else str(value)
+    return InvalidCodes(f"{position} = {shown}: {problem}")
+
+
+def _check_grid(grid: Any, where: str, codebook_size: int) -> tuple[int, int]:
+    """Walk one grid in order; raise at the first offending position. -> (h, w)."""
+    if not isinstance(grid, list) or not grid:
+        raise _offending(where, grid, "expected a non-empty list of rows")
+    width = len(grid[0]) if isinstance(grid[0], list) else 0
+    for r, row in enumerate(grid):
+        if not isinstance(row, list) or not row:
+            raise _offending(f"{where}[{r}]", row, "expected a non-empty list of ints")
+        if len(row) != width:
+            raise InvalidCodes(f"{where}[{r}] has {len(row)} entries but {where}[0] has {width}; grids must be "
+                               "rectangular")
+        for c, value in enumerate(row):
+            if type(value) is not int:  # bools and floats are not codes
+                raise _offending(f"{where}[{r}][{c}]", value, "expected an int")
+            if not 0 <= value < codebook_size:
+                raise _offending(f"{where}[{r}][{c}]", value, f"codes must be in [0, {codebook_size})")
+    return len(grid), width
+
+
+def parse_code_grids(payload: Any, codebook_size: int, max_images: int) -> tuple[np.ndarray, bool]:
+    """{"codes": grid | [grid, ...]} -> int64 (N, h, w), and whether one bare grid was sent."""
+    if not isinstance(payload, dict) or "codes" not in payload:
+        raise BadRequest('expected a JSON object {"codes": [[...], ...]} (one grid or a list of grids)')
+    codes = payload["codes"]
+    if not isinstance(codes, list) or not codes:
+        raise _offending("codes", codes, "expected a non-empty grid or list of grids")
+    single = not (isinstance(codes[0], list) and codes[0] and isinstance(codes[0][0], list))
+    grids = [codes] if single else codes
+    if len(grids) > max_images:
+        raise TooManyImages(f"{len(grids)} grids in one request; the limit is {max_images}")
+    shapes = [_check_grid(g, "codes" if single else f"codes[{i}]", codebook_size) for i, g in enumerate(grids)]
+    for i, shape in enumerate(shapes):
+        if shape != shapes[0]:
+            raise InvalidCodes(f"codes[{i}] is {shape[0]}×{shape[1]} but codes[0] is {shapes[0][0]}×{shapes[0][1]}; "
+                               "grids in one request must have the same size")
+    return np.asarray(grids, dtype=np.int64), single
+
+
+def grids_from_stream(body: bytes, m: Manifest, entropy: EntropyModel | None, settings: Settings) -> np.ndarray:
+    """A packed or entropy stream -> int64 (N, h, w); limits are checked on the header, before decoding."""
+
+    def within_limits(header: Header) -> None:
+        if header.count > settings.max_images:
+            raise TooManyImages(f"{header.count} grids in the stream; the limit is {settings.max_images}")
+        check_grid_size(m, header.height, header.width, settings.max_pixels)
+
+    return decode_stream(body, m, entropy, within_limits)
+
+
+async def read_grids(request: Request, m: Manifest, entropy: EntropyModel | None,
+                     settings: Settings) -> tuple[np.ndarray, bool]:
+    """The code grids of a decode request (JSON or a packed/entropy stream), checked against the model.
+
+    -> int64 (N, h, w), and whether one bare grid was sent (so one PNG may be answered)."""
+    kind = media_type(request)
+    if kind == "application/octet-stream":
+        grids = grids_from_stream(await request.body(), m, entropy, settings)
+        single = len(grids) == 1
+    elif kind == "application/json":
+        grids, single = parse_code_grids(parse_json(await request.body()), m.codebook_size, settings.max_images)
+    else:
+        raise UnsupportedMediaType('send application/json {"codes": [[...], ...]} or an application/octet-stream '
+                                   "stream from /encode?format=packed|entropy")
+    check_grid_size(m, grids.shape[1], grids.shape[2], settings.max_pixels)
+    return grids, single

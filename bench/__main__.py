@@ -26,7 +26,8 @@ import torch
 
 from bench.benchmarks_md import graph_cells, load_cells, markdown_table, targets, write_markdown
 from bench.inprocess import matmul_rate, measure_graphs
-from bench.load import LoadRow, Workload, comparison, free_port, multipart_body, ours, run_rows
+from bench.load import LoadRow, Workload, comparison, ours, run_rows
+from harness.multipart import image_parts, multipart_body
 from service.inference.resources import usable_cpus
 from service.inputs.images import encode_png
 from training.data import load_split
@@ -37,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def workloads(data_dir: str | None) -> list[Workload]:
     digits = load_split("mnist", "test", data_dir)[0][:64]
     pngs = [encode_png(d[:, :, None]) for d in digits]
-    body, content_type = multipart_body(pngs)
+    body, content_type = multipart_body(image_parts(pngs))
     grid = np.arange(49).reshape(7, 7).tolist()
     return [
         Workload("encode-1", "/encode", "POST", pngs[0], "image/png", 1),
@@ -49,21 +50,22 @@ def workloads(data_dir: str | None) -> list[Workload]:
 def http_part(models_dir: Path, checkpoint: Path, data_dir: str | None, concurrencies: tuple[int, ...],
               seconds: float) -> list[LoadRow]:
     rows: list[LoadRow] = []
-    with comparison("hello", free_port(), checkpoint) as url:
-        rows += run_rows("hello-world", url, [Workload("hello", "/hello")], concurrencies, seconds)
+    with comparison("hello", checkpoint) as server:
+        rows += run_rows("hello-world", server.url, [Workload("hello", "/hello")], concurrencies, seconds)
     for batching in ("on", "off"):
-        with ours(models_dir, batching, free_port()) as url:
-            rows += run_rows(f"ours, batching {batching}", url, workloads(data_dir), concurrencies, seconds)
-    with comparison("naive", free_port(), checkpoint) as url:
-        rows += run_rows("naive-pytorch", url, workloads(data_dir)[:1], concurrencies, seconds)
-    with comparison("plain", free_port(), checkpoint) as url:
-        rows += run_rows("plain-onnxruntime", url, workloads(data_dir)[:1], concurrencies, seconds)
+        with ours(models_dir, batching) as server:
+            rows += run_rows(f"ours, batching {batching}", server.url, workloads(data_dir), concurrencies, seconds)
+    with comparison("naive", checkpoint) as server:
+        rows += run_rows("naive-pytorch", server.url, workloads(data_dir)[:1], concurrencies, seconds)
+    with comparison("plain", checkpoint) as server:
+        rows += run_rows("plain-onnxruntime", server.url, workloads(data_dir)[:1], concurrencies, seconds)
     # One worker process per CPU: both the ceiling and ours, so that the ratio compares like with like.
     cpus = usable_cpus()
-    with comparison("hello", free_port(), checkpoint, workers=cpus) as url:
-        rows += run_rows(f"hello-world, {cpus} workers", url, [Workload("hello", "/hello")], concurrencies, seconds)
-    with ours(models_dir, faster_setting(rows).split()[-1], free_port(), {"VQVAE_WORKERS": str(cpus)}) as url:
-        rows += run_rows(f"ours, {cpus} workers", url, workloads(data_dir)[:1], concurrencies, seconds)
+    with comparison("hello", checkpoint, workers=cpus) as server:
+        hello = [Workload("hello", "/hello")]
+        rows += run_rows(f"hello-world, {cpus} workers", server.url, hello, concurrencies, seconds)
+    with ours(models_dir, faster_setting(rows).split()[-1], {"VQVAE_WORKERS": str(cpus)}) as server:
+        rows += run_rows(f"ours, {cpus} workers", server.url, workloads(data_dir)[:1], concurrencies, seconds)
     return rows
 
 

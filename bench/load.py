@@ -1,4 +1,4 @@
-"""HTTP load on loopback with wrk: servers as subprocesses, one wrk run per row.
+"""HTTP load on loopback with wrk: servers as subprocesses (harness.server), one wrk run per row.
 
 wrk (Debian package `wrk`) is a C load generator: it costs the 2-core machine far less CPU than a
 Python client would, so more of the machine measures the server. One wrk thread, N connections.
@@ -10,17 +10,18 @@ import contextlib
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import httpx
+
+from harness.prom import MissingSeries, Scrape
+from harness.server import ServerProcess, free_port, service_process
 
 
 @dataclass
@@ -49,69 +50,30 @@ class Workload:
     images: int = 1
 
 
-def multipart_body(pngs: list[bytes], boundary: str = "bench-boundary") -> tuple[bytes, str]:
-    """PNGs as a multipart/form-data body in the field `images`, encoded once -> (body, content type).
-    Built ahead of a run: the load generator shares the 2 cores with the server."""
-    parts = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="images"; filename="{i}.png"\r\n'
-                     f"Content-Type: image/png\r\n\r\n".encode() + png + b"\r\n" for i, png in enumerate(pngs))
-    return parts + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 SERVER_LOGS = Path(tempfile.gettempdir()) / "vqvae-bench-logs"
 
 
 @contextlib.contextmanager
-def running(cmd: list[str], port: int, env: dict[str, str], ready_path: str) -> Iterator[str]:
-    """Start a server process, wait for `ready_path` to answer 200, yield its base URL, stop it.
-
-    The server's output goes to SERVER_LOGS/<port>.log (a pipe nobody reads would fill up and
-    stall the server on a long run); `server_log(url)` reads it back."""
-    SERVER_LOGS.mkdir(exist_ok=True)
-    log_path = SERVER_LOGS / f"{port}.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{cmd} exited: {log_path.read_text()[-2000:]}")
-            with contextlib.suppress(OSError):
-                if urllib.request.urlopen(url + ready_path, timeout=2).status == 200:  # noqa: S310
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{cmd} not ready")
-            time.sleep(0.1)
-        yield url
-    finally:
-        if process.poll() is None:
-            process.terminate()
-        process.wait(30)
+def running(server: ServerProcess, ready_path: str) -> Iterator[ServerProcess]:
+    """Wait for `ready_path` to answer 200, yield the server, stop it (SIGTERM) however the block ends."""
+    with server:
+        server.wait(ready_path, timeout=120)
+        yield server
 
 
-def server_log(url: str) -> str:
-    """What the server started by `running` for this URL has written so far."""
-    path = SERVER_LOGS / f"{url.rsplit(':', 1)[1]}.log"
-    return path.read_text() if path.exists() else ""
+def ours(models_dir: Path, batching: str, extra_env: dict[str, str] | None = None
+         ) -> contextlib.AbstractContextManager[ServerProcess]:
+    settings = {"models_dir": models_dir, "batching": batching, "log_level": "warning"}
+    settings |= {k.removeprefix("VQVAE_").lower(): v for k, v in (extra_env or {}).items()}
+    return running(service_process(SERVER_LOGS, **settings), "/readyz")
 
 
-def ours(models_dir: Path, batching: str, port: int,
-         extra_env: dict[str, str] | None = None) -> contextlib.AbstractContextManager[str]:
-    env = {"VQVAE_MODELS_DIR": str(models_dir), "VQVAE_BATCHING": batching, "VQVAE_LOG_LEVEL": "warning",
-           **(extra_env or {})}
-    return running([sys.executable, "-m", "service", "--port", str(port)], port, env, "/readyz")
-
-
-def comparison(kind: str, port: int, checkpoint: Path, workers: int = 1) -> contextlib.AbstractContextManager[str]:
+def comparison(kind: str, checkpoint: Path, workers: int = 1) -> contextlib.AbstractContextManager[ServerProcess]:
+    port = free_port()
     cmd = [sys.executable, "-m", "bench.servers", kind, "--port", str(port), "--checkpoint", str(checkpoint),
            "--workers", str(workers)]
-    return running(cmd, port, {}, "/hello" if kind == "hello" else "/readyz")
+    server = ServerProcess(cmd, port, dict(os.environ), SERVER_LOGS / f"{kind}-{port}.log")
+    return running(server, "/hello" if kind == "hello" else "/readyz")
 
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
@@ -158,12 +120,10 @@ def settle(url: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            text = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()  # noqa: S310
-        except OSError:
+            in_flight = Scrape.of(url, timeout=5).value("vqvae_requests_in_flight")
+        except (httpx.HTTPError, MissingSeries):  # a comparison server: no /metrics of ours
             time.sleep(0.5)
             return
-        in_flight = next((float(line.split()[-1]) for line in text.splitlines()
-                          if line.startswith("vqvae_requests_in_flight ")), 0.0)
         if in_flight <= 1:  # the /metrics request itself
             return
         time.sleep(0.1)

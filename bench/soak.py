@@ -29,7 +29,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench.load import free_port, multipart_body, ours, server_log
+from bench.load import ours
+from harness.multipart import image_parts, multipart_body
 from service.inputs.images import encode_png
 from training.data import load_split
 
@@ -64,7 +65,7 @@ def json_body(value: Any) -> dict[str, Any]:
 
 
 def multipart(pngs: list[bytes]) -> dict[str, Any]:
-    body, content_type = multipart_body(pngs)
+    body, content_type = multipart_body(image_parts(pngs))
     return {"content": body, "headers": {"content-type": content_type}}
 
 
@@ -238,30 +239,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models-dir", type=Path, default=ROOT / "models")
     parser.add_argument("--data-dir")
     args = parser.parse_args(argv)
-    port = free_port()
     env = {"VQVAE_DRAIN_SECONDS": str(DRAIN_SECONDS)} if args.mode == "drain" else {}
-    with ours(args.models_dir, "on", port, env) as url:
-        pid = server_pid(port)
+    with ours(args.models_dir, "on", env) as server:
         modes = {"mix": run_mix, "soak": run_soak, "overload": run_overload, "drain": run_drain}
-        result = modes[args.mode](url, pid, args)
-        problems = [line for line in server_log(url).splitlines() if "ERROR" in line or "Traceback" in line]
+        result = modes[args.mode](server.url, server.pid, args)  # one worker: the server process serves
+        problems = [line for line in server.log.splitlines() if "ERROR" in line or "Traceback" in line]
         result["server_log_problems"] = problems[:20]
     print(json.dumps({"mode": args.mode, "concurrency": args.concurrency, **result}, indent=2))
     return 0
-
-
-def server_pid(port: int) -> int:
-    """The pid of the process listening on 127.0.0.1:`port` (from /proc/net/tcp and fd links)."""
-    inode = next(line.split()[9] for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
-                 if line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "0A")
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if any(f"socket:[{inode}]" == str(fd.readlink()) for fd in (proc / "fd").iterdir()):
-                    return int(proc.name)
-            except OSError:
-                continue
-    raise RuntimeError(f"no process listens on port {port}")
 
 
 if __name__ == "__main__":

@@ -105,7 +105,9 @@ class EntropyModel:
         return words.astype("<u4").tobytes()
 
     def decode(self, header: Header, payload: bytes) -> np.ndarray:
-        """payload -> int64 (N, h, w); InvalidStream when it does not decode."""
+        """payload -> int64 (N, h, w); InvalidStream when it does not decode, or when it is not
+        exactly the encoding of what it decodes to: a range decoder reads missing words as zeros, so
+        a cut or altered payload would otherwise decode, silently, to other codes."""
         if len(payload) % 4:
             raise InvalidStream("entropy payload is not a whole number of 32-bit words")
         n, h, w = header.count, header.height, header.width
@@ -118,7 +120,10 @@ class EntropyModel:
                 columns.append(np.asarray(decoder.decode(self._family, table), np.int64))
         except Exception as exc:  # constriction reports undecodable data with its own exceptions
             raise InvalidStream("entropy payload does not decode") from exc
-        return np.stack(columns, axis=1).reshape(n, h, w)
+        codes = np.stack(columns, axis=1).reshape(n, h, w)
+        if self.encode(codes) != payload:
+            raise InvalidStream("entropy payload does not decode: it is cut short, extended or altered")
+        return codes
 
     def ideal_bytes(self, codes: np.ndarray) -> float:
         """Σ −log2 p over the codes, in bytes: what a perfect coder would need with this model."""

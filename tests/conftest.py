@@ -27,12 +27,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(pytest.mark.skip(reason=reason))
 
 
-@pytest.fixture(scope="session")
-def data_dir() -> Path:
-    """The shared MNIST / Fashion-MNIST folder; tests fail loudly (never skip) if it is missing."""
+def shared_data_dir() -> Path:
+    """$VQVAE_DATA_DIR, else ../shared/data beside the checkout; asserts the real data is there."""
     path = Path(os.environ.get("VQVAE_DATA_DIR") or ROOT.parent / "shared" / "data")
     assert (path / "mnist").is_dir(), f"real data expected in {path} (set VQVAE_DATA_DIR)"
     return path
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The shared MNIST / Fashion-MNIST folder; tests fail loudly (never skip) if it is missing."""
+    return shared_data_dir()
 
 
 @pytest.fixture(scope="session")

@@ -105,9 +105,11 @@ class ModelRegistry:
                 runtime = load_model(Path(self.settings.models_dir) / name, self.settings.providers,
                                      self.threads_per_session, self.settings.warmup_runs, self.settings.batch_max)
             except (ServiceError, ContractError) as exc:  # a model that fails any check is not served
-                log.error("model %s not served: %s", name, exc.message)
+                # The checks name the model ("mnist: model.json ..."); the status is already keyed by it.
+                reason = exc.message.removeprefix(f"{name}: ")
+                log.error("model %s not served: %s", name, reason)
                 with self._lock:
-                    status.state, status.reason = "failed", exc.message
+                    status.state, status.reason = "failed", reason
                 continue
             with self._lock:
                 status.state, status.served = "ready", self._serve(runtime)

@@ -84,11 +84,31 @@ def test_key_facts_are_in_each_onnx_files_metadata(exported: Path) -> None:
 
 
 def test_round_trip_on_real_digits_matches_pytorch(exported: Path, model: VQVAE, mnist_test) -> None:  # type: ignore[no-untyped-def]
-    paths = {g: exported / f"{g}.onnx" for g in GRAPHS}
-    report = measure_parity(model, paths, mnist_test[0][:2000])
-    assert report.latent_max_abs_diff <= 1e-4 and report.image_max_abs_diff <= 1e-4
-    assert report.mismatches_outside_ties == 0 and report.index_match_fraction >= 0.999
+    """Graded independently of the gate: our own onnxruntime and PyTorch runs, and bounds from what
+    float32 really achieves here (about 2e-6), 5x tighter than the gate's 1e-4; then the gate's
+    report must agree with these numbers."""
+    images = mnist_test[0][:2000]
+    x = torch.tensor(images, dtype=torch.float32).div_(255).unsqueeze(1)  # (2000, 1, 28, 28)
+    with torch.no_grad():
+        latent = model.encoder(x)  # (2000, D, 7, 7)
+        indices = model.quantizer.quantize_indices(latent)
+        image = model.decode_from_indices(indices)
+        ties = near_tie_mask(latent, model.quantizer.codebook)
+    ort_latent = session(exported, "encoder").run(None, {"image": x.numpy()})[0]
+    ort_indices = session(exported, "quantizer").run(None, {"latent": ort_latent})[0]  # the served pipeline
+    ort_image = session(exported, "decoder").run(None, {"indices": indices.numpy()})[0]
+    latent_diff = float(np.abs(ort_latent - latent.numpy()).max())
+    image_diff = float(np.abs(ort_image - image.numpy()).max())
+    assert latent_diff <= 2e-5 and image_diff <= 2e-5, (latent_diff, image_diff)
+    differs = torch.from_numpy(ort_indices != indices.numpy())
+    assert not (differs & ~ties).any(), int((differs & ~ties).sum())  # only near-ties may differ
+    assert int(differs.sum()) <= 2000 * 49 // 1000  # and even those are rare
+
+    report = measure_parity(model, {g: exported / f"{g}.onnx" for g in GRAPHS}, images)
     assert report.indices_compared == 2000 * 49
+    assert report.latent_max_abs_diff == pytest.approx(latent_diff, rel=0.5, abs=1e-7)
+    assert report.image_max_abs_diff == pytest.approx(image_diff, rel=0.5, abs=1e-7)
+    assert report.mismatches_outside_ties == 0
 
 
 @pytest.mark.parametrize("batch", [1, 7, 64])

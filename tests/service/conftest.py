@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -18,73 +14,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from harness.server import SHIPPED_MODELS, ServerProcess, service_process
+
 ROOT = Path(__file__).resolve().parents[2]
-SHIPPED_MODELS = ROOT / "models"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class LiveServer:
-    """`python -m service` in a subprocess; its log is kept for assertions and failure reports."""
-
-    def __init__(self, tmp: Path, **settings: object) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = tmp / f"service-{self.port}.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VQVAE_")}
-        env |= {"VQVAE_MODELS_DIR": str(SHIPPED_MODELS), "PYTHONUNBUFFERED": "1"}
-        env |= {f"VQVAE_{k.upper()}": str(v) for k, v in settings.items()}
-        self._log = self.log_path.open("w")
-        self.process = subprocess.Popen([sys.executable, "-m", "service", "--port", str(self.port)], cwd=ROOT,
-                                        env=env, stdout=self._log, stderr=subprocess.STDOUT)
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def client(self, **kwargs: object) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30, **kwargs)  # type: ignore[arg-type]
-
-    def wait(self, path: str = "/livez", timeout: float = 60, headers: dict[str, str] | None = None) -> httpx.Response:
-        """Poll `path` until it answers 200; fails with the server log otherwise."""
-        deadline = time.monotonic() + timeout
-        last: object = None
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"service exited with {self.process.returncode}:\n{self.log}")
-            try:
-                response = httpx.get(self.url + path, timeout=2, headers=headers)
-                if response.status_code == 200:
-                    return response
-                last = response.text
-            except httpx.TransportError as exc:
-                last = exc
-            time.sleep(0.05)
-        pytest.fail(f"{path} not 200 after {timeout} s (last: {last}):\n{self.log}")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        try:
-            code = self.process.wait(timeout)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-            self._log.close()
-        return code
+StartServer = Callable[..., ServerProcess]
 
 
 @pytest.fixture()
-def start_server(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
-    """Factory: start_server(**settings) -> LiveServer; every server is stopped at the end."""
-    servers: list[LiveServer] = []
+def start_server(tmp_path: Path) -> Iterator[StartServer]:
+    """Factory: start_server(**settings) -> a ServerProcess of `python -m service` with VQVAE_<NAME>
+    settings; every server is stopped at the end."""
+    servers: list[ServerProcess] = []
 
-    def start(**settings: object) -> LiveServer:
-        server = LiveServer(tmp_path, **settings)
+    def start(**settings: object) -> ServerProcess:
+        server = service_process(tmp_path, **settings)
         servers.append(server)
         return server
 
@@ -94,18 +37,30 @@ def start_server(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One ready server on the shipped models, shared by a module's tests."""
-    live = LiveServer(tmp_path_factory.mktemp("server"))
+    live = service_process(tmp_path_factory.mktemp("server"))
     live.wait("/readyz")
     yield live
     live.stop()
 
 
 @pytest.fixture(scope="module")
-def client(server: LiveServer) -> Iterator[httpx.Client]:
+def client(server: ServerProcess) -> Iterator[httpx.Client]:
     with server.client() as c:
         yield c
+
+
+LOADING = "loading and warming up models"
+
+
+def wait_until_loaded(url: str, timeout: float = 60) -> httpx.Response:
+    """Poll /readyz until loading has ended (ready or not) -> that response; fails after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while (ready := httpx.get(url + "/readyz", timeout=5)).json().get("error", {}).get("message") == LOADING:
+        assert time.monotonic() < deadline, f"models still loading after {timeout} s"
+        time.sleep(0.05)
+    return ready
 
 
 @pytest.fixture()

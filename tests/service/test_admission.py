@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import socket
 import threading
 import time
@@ -11,6 +10,7 @@ import httpx
 import numpy as np
 import pytest
 
+from harness.prom import Scrape
 from service.errors import Overloaded
 from service.inference.admission import AdmissionGate
 from tests.service.conftest import png_bytes
@@ -87,8 +87,7 @@ def test_excess_requests_get_429_while_the_places_are_held(start_server, digits:
             answers.append(read_answer(conn))
     assert all(a.startswith("HTTP/1.1 200") and '"codes":[[[' in a for a in answers), answers
     assert httpx.post(server.url + "/encode", content=digit, headers={"content-type": "image/png"}).status_code == 200
-    metrics = httpx.get(server.url + "/metrics").text
-    assert float(re.search(r"^vqvae_admission_rejected_total (\S+)$", metrics, re.M).group(1)) == 10 + 1  # type: ignore[union-attr]
+    assert Scrape.of(server.url).value("vqvae_admission_rejected_total") == 10 + 1
 
 
 def test_a_stalled_body_gets_408_and_gives_its_place_back(start_server, digits: np.ndarray) -> None:  # type: ignore[no-untyped-def]

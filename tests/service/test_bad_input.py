@@ -16,11 +16,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import ROOT
-from tests.service.conftest import LiveServer, image_bytes, png_bytes
+from harness.multipart import Part, multipart_body
+from harness.server import ServerProcess
+from tests.conftest import shared_data_dir
+from tests.service.conftest import StartServer, image_bytes, png_bytes
 from training.data import load_split
 
-DIGIT = load_split("mnist", "test", ROOT.parent / "shared" / "data")[0][0]  # a real 28×28 digit
+DIGIT = load_split("mnist", "test", shared_data_dir())[0][0]  # a real 28×28 digit (honours VQVAE_DATA_DIR)
 PNG = png_bytes(DIGIT)
 JPEG = image_bytes(DIGIT, "JPEG", quality=90)
 GRID = [[5] * 7 for _ in range(7)]
@@ -59,15 +61,9 @@ def exif_rotated_jpeg() -> bytes:
 SVG = b'<svg xmlns="http://www.w3.org/2000/svg" width="28" height="28"><circle cx="14" cy="14" r="9"/></svg>'
 
 
-def multipart_raw(parts: list[tuple[str, str | None, bytes]]) -> dict[str, Any]:
-    """A hand-built multipart body: (field, filename or None, data) per part."""
-    boundary = "vqvae-test-boundary"
-    body = b""
-    for name, filename, data in parts:
-        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
-        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + data + b"\r\n"
-    body += f"--{boundary}--\r\n".encode()
-    return {"content": body, "headers": {"content-type": f"multipart/form-data; boundary={boundary}"}}
+def multipart_raw(parts: list[Part]) -> dict[str, Any]:
+    body, content_type = multipart_body(parts)
+    return {"content": body, "headers": {"content-type": content_type}}
 
 
 def raw(data: bytes, kind: str = "image/png") -> dict[str, Any]:
@@ -125,7 +121,7 @@ CASES = [
     Case("wrong-content-type", "POST", "/encode", lambda: raw(PNG, "application/xml"), 415, "unsupported_media_type"),
     Case("text-plain", "POST", "/encode", lambda: raw(b"hello", "text/plain"), 415, "unsupported_media_type"),
     Case("form-urlencoded", "POST", "/encode", lambda: {"data": {"images": "x"}}, 415, "unsupported_media_type"),
-    Case("multipart-no-file", "POST", "/encode", lambda: multipart_raw([("note", None, b"hi")]), 400,
+    Case("multipart-no-file", "POST", "/encode", lambda: multipart_raw([Part("note", b"hi")]), 400,
          "missing_images"),
     Case("multipart-300-files", "POST", "/encode", lambda: files(*[(f"{i}.png", PNG) for i in range(300)]), 413,
          "too_many_images"),
@@ -194,7 +190,7 @@ def test_bad_input(client: httpx.Client, case: Case) -> None:
         assert leak not in response.text
 
 
-def test_chunked_body_over_the_limit_is_cut_off(server: LiveServer) -> None:
+def test_chunked_body_over_the_limit_is_cut_off(server: ServerProcess) -> None:
     def chunks():  # type: ignore[no-untyped-def]
         for _ in range(129):  # 129 × 64 KiB = 8 MiB + 64 KiB, sent without a Content-Length
             yield b"\0" * 65536
@@ -204,7 +200,7 @@ def test_chunked_body_over_the_limit_is_cut_off(server: LiveServer) -> None:
     assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
 
 
-def test_lying_content_length_is_a_client_error(server: LiveServer) -> None:
+def test_lying_content_length_is_a_client_error(server: ServerProcess) -> None:
     body = b'{"codes": [[1, 2], [3, 4]]}' * 1000
     head = b"POST /decode HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n"
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
@@ -213,7 +209,7 @@ def test_lying_content_length_is_a_client_error(server: LiveServer) -> None:
     assert reply.startswith(b"HTTP/1.1 4"), reply[:200]
 
 
-def test_a_huge_claimed_content_length_is_refused_before_reading(server: LiveServer) -> None:
+def test_a_huge_claimed_content_length_is_refused_before_reading(server: ServerProcess) -> None:
     head = b"POST /encode HTTP/1.1\r\nHost: t\r\nContent-Type: image/png\r\nContent-Length: 999999999999\r\n\r\n"
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
         s.sendall(head + b"\x89PNG")
@@ -221,7 +217,18 @@ def test_a_huge_claimed_content_length_is_refused_before_reading(server: LiveSer
     assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
 
 
-def test_still_ready_after_all_of_it(server: LiveServer, client: httpx.Client) -> None:
-    assert client.get("/readyz").status_code == 200
+def test_still_ready_after_every_case(start_server: StartServer) -> None:
+    """On a server of its own (so no test order matters): every case in turn, then still ready,
+    still running, and nothing unexpected in its log."""
+    server = start_server()
+    server.wait("/readyz")
+    with server.client() as client:
+        statuses = []
+        for case in CASES:
+            request = case.request()
+            request["headers"] = {**request.get("headers", {}), **case.headers}
+            statuses.append(client.request(case.method, case.path, **request).status_code)
+        assert statuses == [case.status for case in CASES]
+        assert client.get("/readyz").status_code == 200
     assert server.process.poll() is None
     assert "Traceback" not in server.log and "unexpected error" not in server.log

@@ -13,6 +13,8 @@ import httpx
 import numpy as np
 import pytest
 
+from harness.prom import MissingSeries, Scrape
+from harness.server import ServerProcess
 from service.errors import Overloaded
 from service.inference.batching import BatchPolicy, MicroBatcher, bucket, padded
 from service.inference.runtime import ModelRuntime, load_model
@@ -182,33 +184,28 @@ def test_deadline_gives_504(start_server, digits) -> None:  # type: ignore[no-un
     assert httpx.get(server.url + "/readyz").status_code == 200
 
 
-def metric(text: str, name: str, **labels: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
-def test_metrics_families_exist_and_move(client: httpx.Client, digits: np.ndarray) -> None:
-    before = client.get("/metrics").text
-    for family in ("vqvae_requests_total", "vqvae_request_duration_seconds", "vqvae_queue_wait_seconds",
-                   "vqvae_batch_size", "vqvae_requests_in_flight", "vqvae_rejected_total",
-                   "vqvae_model_provider_info"):
-        assert f"# TYPE {family}" in before
-    assert metric(before, "vqvae_model_provider_info", model="mnist", provider="CPUExecutionProvider") == 1
+def test_metrics_families_exist_and_move(server: ServerProcess, client: httpx.Client, digits: np.ndarray) -> None:
+    before = Scrape.of(server.url)
+    for family in ("vqvae_requests", "vqvae_request_duration_seconds", "vqvae_queue_wait_seconds",
+                   "vqvae_batch_size", "vqvae_requests_in_flight", "vqvae_rejected", "vqvae_model_provider_info"):
+        assert family in before.families, sorted(before.families)
+    assert before.value("vqvae_model_provider_info", model="mnist", provider="CPUExecutionProvider") == 1
     for _ in range(3):
         client.post("/encode", content=png_bytes(digits[0]), headers={"content-type": "image/png"})
     client.post("/decode", json={"codes": [[1, 2], [3, 4]]})
     client.post("/decode", json={"codes": "nope"})
-    after = client.get("/metrics").text
+    after = Scrape.of(server.url)
     ok = dict(route="/encode", method="POST", status="200")
-    assert metric(after, "vqvae_requests_total", **ok) == metric(before, "vqvae_requests_total", **ok) + 3
+    assert after.value("vqvae_requests_total", **ok) == before.value_or(0, "vqvae_requests_total", **ok) + 3
     bad = dict(route="/decode", method="POST", status="422")
-    assert metric(after, "vqvae_requests_total", **bad) == metric(before, "vqvae_requests_total", **bad) + 1
+    assert after.value("vqvae_requests_total", **bad) == before.value_or(0, "vqvae_requests_total", **bad) + 1
     runs = "vqvae_batch_size_count"
-    assert metric(after, runs, model="mnist", graph="encode") >= metric(before, runs, model="mnist", graph="encode") + 3
-    assert metric(after, "vqvae_request_duration_seconds_count", route="/encode") > 0
-    assert metric(after, "vqvae_queue_wait_seconds_count", model="mnist", graph="decode") > 0
+    encode_runs = dict(model="mnist", graph="encode")
+    assert after.value(runs, **encode_runs) >= before.value_or(0, runs, **encode_runs) + 3
+    assert after.value("vqvae_request_duration_seconds_count", route="/encode") > 0
+    assert after.value("vqvae_queue_wait_seconds_count", model="mnist", graph="decode") > 0
+    with pytest.raises(MissingSeries):  # a misspelt or absent series is an error, never a silent 0
+        after.value("vqvae_requests_total", route="/no-such-route")
 
 
 def test_a_cancelled_split_request_cancels_all_its_parts(runtime: ModelRuntime, images: np.ndarray) -> None:
@@ -246,8 +243,7 @@ def test_work_for_clients_that_left_is_skipped(start_server, digits) -> None:  #
     for t in threads:
         t.join()
     time.sleep(1.0)  # let the server finish whatever it had started
-    text = httpx.get(server.url + "/metrics").text
-    encoded = metric(text, "vqvae_batch_size_sum", model="mnist", graph="encode")
+    encoded = Scrape.of(server.url).value_or(0, "vqvae_batch_size_sum", model="mnist", graph="encode")
     assert encoded < 30 * 64 / 2, f"{encoded:.0f} images encoded for clients that had all left"
     ok = httpx.post(server.url + "/encode", content=png_bytes(digits[0]), headers={"content-type": "image/png"})
     assert ok.status_code == 200 and httpx.get(server.url + "/readyz").status_code == 200

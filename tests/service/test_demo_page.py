@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.service.conftest import ROOT, LiveServer, png_bytes
+from harness.server import ServerProcess
+from tests.service.conftest import ROOT, png_bytes
 
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -33,7 +34,7 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture()
-def page(browser: Browser, server: LiveServer) -> Iterator[Page]:
+def page(browser: Browser, server: ServerProcess) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1200, "height": 1000})
     page = context.new_page()
     problems: list[str] = []

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.service.conftest import LiveServer
+from harness.server import ServerProcess
 
 EXAMPLES = 50
 CHECKS = ",".join([
@@ -29,7 +29,7 @@ CHECKS = ",".join([
 ])
 
 
-def test_schemathesis_finds_nothing(server: LiveServer, tmp_path: Path) -> None:
+def test_schemathesis_finds_nothing(server: ServerProcess, tmp_path: Path) -> None:
     report = tmp_path / "schemathesis.xml"
     cmd = [
         sys.executable, "-m", "schemathesis.cli", "run", f"{server.url}/openapi.json",

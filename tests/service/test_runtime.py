@@ -6,7 +6,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from service.inference.runtime import SMALL_BATCH, GraphSession, load_model, session_options
+from contract.manifest import GridSpec
+from service.errors import ModelLoadError
+from service.inference.runtime import SMALL_BATCH, GraphSession, ModelRuntime, load_model, session_options
 from tests.service.conftest import SHIPPED_MODELS
 
 
@@ -48,3 +50,13 @@ def test_warm_up_checks_shapes_at_every_batch_it_runs(warmup_runs: int, max_batc
     # than 1 (no batch-1 runs requested) used to be compared with batch-1 shapes and refused.
     runtime = load_model(SHIPPED_MODELS / "mnist", "cpu", threads=1, warmup_runs=warmup_runs, max_batch=max_batch)
     assert runtime.encode(np.zeros((3, 1, 28, 28), np.float32)).shape == (3, 7, 7)
+
+
+@pytest.mark.parametrize("max_batch", [1, 4])
+def test_warm_up_refuses_graphs_whose_shapes_break_the_manifests_promise(max_batch: int) -> None:
+    # Real sessions, with a manifest that promises a grid (and image) the graphs do not produce.
+    good = load_model(SHIPPED_MODELS / "mnist", "cpu", threads=1, warmup_runs=1, max_batch=max_batch)
+    lying = good.manifest.model_copy(update={"grid": GridSpec(height=8, width=8)})
+    runtime = ModelRuntime(manifest=lying, sessions=good.sessions, provider=good.provider)
+    with pytest.raises(ModelLoadError, match=r"promises grid \(8, 8\).*produce \(1, 7, 7\)"):
+        runtime.warm_up(runs=1, max_batch=max_batch)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import httpx
 import numpy as np
 
-from bench.load import multipart_body
+from harness.multipart import image_parts, multipart_body
 from tests.service.conftest import png_bytes
 
 
@@ -69,7 +69,7 @@ def test_requests_in_flight_during_sigterm_all_succeed(start_server, digits: np.
     drain = 2.0
     server = start_server(drain_seconds=drain)
     server.wait("/readyz")
-    body, content_type = multipart_body([png_bytes(d) for d in np.tile(digits, (2, 1, 1))])
+    body, content_type = multipart_body(image_parts(png_bytes(d) for d in np.tile(digits, (2, 1, 1))))
     load = Load(server.url + "/encode", body, content_type)  # 128 digits per request (6 × 128 < the queue bound)
     threads = [threading.Thread(target=load.worker) for _ in range(6)]
     for t in threads:

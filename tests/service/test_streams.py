@@ -8,7 +8,7 @@ import httpx
 import numpy as np
 import pytest
 
-from contract.streams import InvalidStream, Kind, decode_stream, encode_stream, pack, unpack
+from contract.streams import InvalidStream, Kind, decode_stream, encode_stream, pack, seal, unpack, unseal
 from service.codec.__main__ import main as codec_cli
 from service.inference.runtime import ModelRuntime, load_model
 from tests.service.conftest import SHIPPED_MODELS, png_bytes
@@ -65,27 +65,38 @@ def test_entropy_coding_beats_packing_on_real_digits(runtimes, test_codes) -> No
     assert len(entropy) < 0.9 * len(packed)
 
 
-def corruptions(stream: bytes) -> dict[str, bytes]:
+def corruptions(stream: bytes) -> dict[str, tuple[bytes, str]]:
+    """name -> (bad stream, what the error must say). Some are resealed with a valid checksum, so
+    that the header and payload checks behind the CRC are reached too."""
+    body = unseal(stream)
     flipped = bytearray(stream)
     flipped[len(stream) // 2] ^= 0x10
+    wrong_version = bytearray(body)
+    wrong_version[2] = 9
     return {
-        "truncated": stream[:-7],
-        "trailing garbage": stream + b"\x00garbage",
-        "bit flip": bytes(flipped),
-        "bad magic": b"XX" + stream[2:],
-        "empty": b"",
-        "header only": stream[:10],
+        "truncated": (stream[:-7], "checksum mismatch"),
+        "trailing garbage": (stream + b"\x00garbage", "checksum mismatch"),
+        "bit flip": (bytes(flipped), "checksum mismatch"),
+        "empty": (b"", "too short"),
+        "bad magic, resealed": (seal(b"XX" + body[2:]), "bad magic"),
+        "other format version, resealed": (seal(bytes(wrong_version)), "format version 9"),
+        "header only, resealed": (seal(body[:10]), "truncated in the header"),
+        "payload cut short, resealed": (seal(body[:-4]), "payload is|does not decode|whole number"),
     }
 
 
+CORRUPTIONS = list(corruptions(seal(b"VQ" + b"\0" * 8)))  # only the names, for parametrize
+
+
+@pytest.mark.parametrize("corruption", CORRUPTIONS)
 @pytest.mark.parametrize("kind", list(Kind))
-def test_malformed_streams_are_refused(runtimes, test_codes, kind: Kind) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_streams_are_refused_saying_why(runtimes, test_codes, kind: Kind,  # type: ignore[no-untyped-def]
+                                                   corruption: str) -> None:
     runtime = runtimes["mnist"]
     stream = encode_stream(test_codes["mnist"][:5], kind, runtime.manifest, runtime.entropy)
-    for name, bad in corruptions(stream).items():
-        with pytest.raises(InvalidStream):
-            decode_stream(bad, runtime.manifest, runtime.entropy)
-        assert name
+    bad, reason = corruptions(stream)[corruption]
+    with pytest.raises(InvalidStream, match=reason):
+        decode_stream(bad, runtime.manifest, runtime.entropy)
 
 
 def test_a_stream_from_another_model_is_refused(runtimes, test_codes) -> None:  # type: ignore[no-untyped-def]
@@ -117,7 +128,7 @@ def test_http_refuses_bad_and_foreign_streams(client: httpx.Client, digits: np.n
     stream = client.post("/encode?format=entropy", content=png_bytes(digits[0]),
                          headers={"content-type": "image/png"}).content
     octet = {"content-type": "application/octet-stream"}
-    for bad in corruptions(stream).values():
+    for bad, _ in corruptions(stream).values():
         response = client.post("/decode", content=bad, headers=octet)
         assert response.status_code in (400, 422), response.text
         assert response.json()["error"]["code"] in ("invalid_stream", "empty_body")

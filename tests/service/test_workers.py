@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import re
 import signal
 import time
 
 import httpx
 import numpy as np
 
+from harness.prom import Scrape
 from tests.service.conftest import png_bytes
-
-
-def encode_count(metrics: str) -> float:
-    """Successful /encode requests in a Prometheus exposition (label order not assumed)."""
-    total = 0.0
-    for labels, value in re.findall(r"^vqvae_requests_total\{([^}]*)\} (\S+)$", metrics, flags=re.M):
-        if 'route="/encode"' in labels and 'status="200"' in labels:
-            total += float(value)
-    return total
 
 
 def wait_until_every_worker_is_ready(url: str, streak: int = 30, timeout: float = 90) -> None:
@@ -46,6 +37,6 @@ def test_two_workers_sum_their_metrics_and_stop_cleanly(start_server, digits: np
     # Whichever worker answers /metrics, the count covers both (prometheus multiprocess mode);
     # a per-worker registry would show only its own share of the 200.
     for _ in range(5):
-        assert encode_count(httpx.get(server.url + "/metrics").text) == 200
+        assert Scrape.of(server.url).value("vqvae_requests_total", route="/encode", status="200") == 200
     assert server.stop(signal.SIGTERM, timeout=30) == 0
     assert "Traceback" not in server.log

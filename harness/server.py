@@ -1,0 +1,104 @@
+"""A server in a subprocess on 127.0.0.1: free port, wait until ready, its log, a clean stop.
+
+    with service_process(log_dir, batching="off") as server:   # python -m service, VQVAE_* settings
+        server.wait("/readyz")
+        httpx.get(server.url + "/v1/models")
+
+Output goes to a log file rather than a pipe (a pipe nobody reads fills up and stalls the server
+on a long run); `server.log` reads it back for assertions and failure messages.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_MODELS = ROOT / "models"
+
+
+class ServerFailed(RuntimeError):
+    """The server exited, or did not answer 200 in time; the message carries the end of its log."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    def __init__(self, cmd: list[str], port: int, env: dict[str, str], log_path: Path) -> None:
+        self.cmd, self.port, self.log_path = cmd, port, log_path
+        self.url = f"http://127.0.0.1:{port}"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("w") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def client(self, **kwargs: object) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30, **kwargs)  # type: ignore[arg-type]
+
+    def wait(self, path: str = "/readyz", timeout: float = 120,
+             headers: dict[str, str] | None = None) -> httpx.Response:
+        """Poll `path` until it answers 200 and return that response; ServerFailed otherwise."""
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerFailed(f"{self.cmd[-3:]} exited with {self.process.returncode}:\n{self.log[-4000:]}")
+            try:
+                response = httpx.get(self.url + path, timeout=2, headers=headers)
+                if response.status_code == 200:
+                    return response
+                last = response.text[:300]
+            except httpx.TransportError as exc:
+                last = exc
+            time.sleep(0.05)
+        raise ServerFailed(f"{path} not 200 after {timeout} s (last: {last}):\n{self.log[-4000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        """Send `sig`, wait up to `timeout` s, kill if still running; -> the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait(10)
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def service_env(**settings: object) -> dict[str, str]:
+    """This environment without any VQVAE_* variable, then the shipped models and `settings` as VQVAE_*."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VQVAE_")}
+    env |= {"VQVAE_MODELS_DIR": str(SHIPPED_MODELS), "PYTHONUNBUFFERED": "1"}
+    return env | {f"VQVAE_{k.upper()}": str(v) for k, v in settings.items()}
+
+
+def service_process(log_dir: Path, **settings: object) -> ServerProcess:
+    """`python -m service` on a free port with VQVAE_<NAME> settings (e.g. batching="off")."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "service", "--port", str(port)]
+    return ServerProcess(cmd, port, service_env(**settings), log_dir / f"service-{port}.log")

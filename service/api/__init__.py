@@ -1,0 +1,1 @@
+"""The HTTP edge: app factory and lifespan, middleware, error mapping, OpenAPI shapes, dependencies, routes."""

@@ -78,6 +78,19 @@ class TrainingSpec(_Strict):
     dataset: str
 
 
+class ResourceSpec(_Strict):
+    """What serving the graphs takes, measured by the exporter (export/resources.py).
+
+    Working memory per pixel of one onnxruntime run (every intermediate tensor, none reused: an
+    upper bound), and the halo in grid cells that makes a tile, run alone and cropped, equal to the
+    same cells of a whole-image run (receptive field; the exporter checks it on the graphs)."""
+
+    encode_bytes_per_pixel: float = Field(gt=0, description="encoder + quantizer, per input pixel")
+    decode_bytes_per_pixel: float = Field(gt=0, description="decoder, per output pixel")
+    encoder_halo: int = Field(ge=0, le=1024)
+    decoder_halo: int = Field(ge=0, le=1024)
+
+
 class Manifest(_Strict):
     format_version: Literal[1] = FORMAT_VERSION
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")
@@ -97,6 +110,8 @@ class Manifest(_Strict):
     entropy_model: FileSpec | None = None
     # The PyTorch weights the graphs were exported from (research, benchmarks); never served.
     pytorch: FileSpec | None = None
+    # Memory per pixel and tiling halos; without it the service neither tiles nor trusts a guess.
+    resources: ResourceSpec | None = None
 
     def file(self, graph: str) -> FileSpec:
         spec: FileSpec = getattr(self.files, graph)

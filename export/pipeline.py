@@ -28,12 +28,14 @@ from contract.manifest import (
     GridSpec,
     InputSpec,
     Manifest,
+    ResourceSpec,
     TrainingSpec,
     sha256_of,
 )
 from export.entropy_fit import fit
 from export.graphs import OPSET, Upsample, export_graph, graph_specs, write_metadata
 from export.parity import ParityReport, check_parity
+from export.resources import measure_resources
 from training.checkpoint import load_checkpoint, model_from_checkpoint
 from training.data import load_split
 from training.evaluate import evaluate_model, reconstruct, save_reconstruction_grid
@@ -93,11 +95,11 @@ def file_spec(path: Path) -> FileSpec:
 
 
 def finalise_manifest(draft: Manifest, paths: dict[str, Path], scratch: Path, report: ParityReport,
-                      metrics: dict[str, Any]) -> Manifest:
+                      metrics: dict[str, Any], resources: ResourceSpec) -> Manifest:
     files = FilesSpec(**{g: file_spec(paths[g]) for g in GRAPHS})
     return draft.model_copy(update={"files": files, "metrics": metrics, "parity": report.as_dict(),
                                     "entropy_model": file_spec(scratch / COUNTS_FILE),
-                                    "pytorch": file_spec(scratch / WEIGHTS)})
+                                    "pytorch": file_spec(scratch / WEIGHTS), "resources": resources})
 
 
 def publish(scratch: Path, out_dir: Path, manifest: Manifest) -> None:
@@ -125,12 +127,13 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, name: str | None = None, 
     try:
         paths = build_graphs(model, draft, scratch, upsample)
         report = check_parity(model, paths, test_images[:parity_images])
+        resources = measure_resources(model, paths, DOWNSAMPLE)  # raises ParityError if tiles are not exact
         metrics = {"dataset": dataset, "split": "test", **evaluate_model(model, test_images)}
         recon, _ = reconstruct(model, test_images[:64])
         save_reconstruction_grid(test_images[:64], recon, scratch / GRID_PREVIEW)
         save_weights(ckpt, scratch / WEIGHTS)
         fit_entropy_model(model, load_split(dataset, "train", data_dir)[0], scratch / COUNTS_FILE)
-        manifest = finalise_manifest(draft, paths, scratch, report, metrics)
+        manifest = finalise_manifest(draft, paths, scratch, report, metrics, resources)
         publish(scratch, out_dir, manifest)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

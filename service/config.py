@@ -51,9 +51,18 @@ class Settings(BaseSettings):
     batch_inline_max: int = Field(2, ge=0, le=1024,
                                   description="runs of at most this many items execute on the event loop, not a thread")
     queue_max_items: int = Field(4096, ge=1, description="items queued per model and graph before 429")
-    request_timeout_s: float = Field(10.0, gt=0, description="deadline for a request's inference (504 after)")
+    request_timeout_s: float = Field(10.0, gt=0, description="deadline for a request's processing (504 after)")
+    timeout_s_per_mpx: float = Field(2.0, ge=0, description="added to the deadline per megapixel of the request's "
+                                                           "images (large images legitimately take seconds)")
     max_in_flight: int = Field(64, ge=1, description="codec requests in progress per worker before 429")
     body_timeout_s: float = Field(30.0, gt=0, description="time to send a codec request's body (408 after)")
+
+    # -- memory (docs/reliability.md)
+    memory_budget_mb: int | None = Field(
+        None, ge=16, description="working memory per worker (default: its share of the container's memory limit, "
+                                 "or of physical memory, less what the loaded worker holds)")
+    memory_wait_s: float = Field(2.0, ge=0, description="how long a request waits for memory before 429")
+    max_header_bytes: int = Field(16384, ge=1024, description="total size of a request's headers (431 beyond)")
 
     # -- demo page
     demo: Literal["on", "off"] = Field("on", description="serve the demo page at /")

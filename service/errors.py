@@ -76,6 +76,16 @@ class TooManyImages(PayloadTooLarge):
     code = "too_many_images"
 
 
+class OverMemoryBudget(PayloadTooLarge):
+    """The request's working set cannot fit the worker's memory budget even when split."""
+
+    code = "over_memory_budget"
+
+
+class HeadersTooLarge(ServiceError):
+    code = "headers_too_large"
+
+
 class UnsupportedMediaType(ServiceError):
     code = "unsupported_media_type"
 

@@ -33,6 +33,12 @@ REJECTED = Counter("vqvae_rejected_total", "Requests refused with 429 because th
                    ["model", "graph"])
 ADMISSION_REJECTED = Counter("vqvae_admission_rejected_total",
                              "Codec requests refused with 429 because too many were in progress")
+MEMORY_BUDGET = Gauge("vqvae_memory_budget_bytes", "Bytes of request working sets the workers may hold at once",
+                      multiprocess_mode="livesum")
+MEMORY_RESERVED = Gauge("vqvae_memory_reserved_bytes", "Bytes of request working sets reserved now",
+                        multiprocess_mode="livesum")
+MEMORY_REFUSED = Counter("vqvae_memory_refused_total",
+                         "Requests refused by the memory budget: over_budget (413) or busy (429)", ["reason"])
 PROVIDER = Gauge("vqvae_model_provider_info", "1 per ready model, labelled with its active execution provider",
                  ["model", "version", "provider"], multiprocess_mode="max")
 

@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.cors import CORSMiddleware
 
 from service.api.error_mapping import install_error_handlers
-from service.api.middleware import ApiKeyAuth, BodySizeLimit, RequestMetrics, exempt_prefixes
+from service.api.middleware import ApiKeyAuth, BodySizeLimit, HeaderSizeLimit, RequestMetrics, exempt_prefixes
 from service.api.routes import encode_decode, model_info, probes, prometheus
 from service.api.routes.demo import install_demo
 from service.api.sigterm import install_sigterm_drain
@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     if settings.demo == "on":
         install_demo(app)
-    # Last added runs first: metrics, CORS (preflights carry no credentials), auth, body limit, app.
+    # Last added runs first: metrics, header limit, CORS (preflights carry no credentials), auth, body limit.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if settings.api_key is not None:
         app.add_middleware(ApiKeyAuth, key=settings.api_key.get_secret_value(),
@@ -97,5 +97,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.cors_origin_list:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type", "Accept"], max_age=600)
-    app.add_middleware(RequestMetrics)  # outermost: counts every response, 401s and 413s included
+    app.add_middleware(HeaderSizeLimit, max_bytes=settings.max_header_bytes)
+    app.add_middleware(RequestMetrics)  # outermost: counts every response, 401s, 413s and 431s included
     return app

@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 
 from service.config import Settings
-from service.inference.admission import AdmissionGate
+from service.inference.admission import AdmissionGate, MemoryBudget
 from service.inference.registry import ModelRegistry, ServedModel
 
 
@@ -35,23 +35,27 @@ ModelName = Annotated[str, Path(description="model name, e.g. mnist")]
 
 @dataclass(frozen=True)
 class CodecTarget:
-    """What a codec request works with: the model it addresses, the settings, the admission gate."""
+    """What a codec request works with: the model it addresses, the settings, the admission gate
+    and the worker's memory budget."""
 
     model: ServedModel
     settings: Settings
     gate: AdmissionGate
+    memory: MemoryBudget
 
 
 # One dependency per codec route and none beneath it: FastAPI's cost per dependency (~15 µs here)
 # is paid on every /encode and /decode.
 async def default_target(request: Request) -> CodecTarget:
     state = request.app.state
-    return CodecTarget(state.registry.get(state.settings.default_model), state.settings, state.admission)
+    registry = state.registry
+    return CodecTarget(registry.get(state.settings.default_model), state.settings, state.admission, registry.memory)
 
 
 async def named_target(request: Request, name: ModelName) -> CodecTarget:
     state = request.app.state
-    return CodecTarget(state.registry.get(name), state.settings, state.admission)
+    registry = state.registry
+    return CodecTarget(registry.get(name), state.settings, state.admission, registry.memory)
 
 
 DefaultTargetDep = Annotated[CodecTarget, Depends(default_target)]

@@ -1,7 +1,7 @@
-"""Pure ASGI middleware: request metrics, the optional API key, the body size limit.
+"""Pure ASGI middleware: request metrics, header and body size limits, the optional API key.
 
 Pure ASGI rather than BaseHTTPMiddleware: no per-request task or body buffering. Order (outermost
-first, set in app.py): metrics, CORS, API key, body limit, then the routes.
+first, set in app.py): metrics, header limit, CORS, API key, body limit, then the routes.
 
 With VQVAE_API_KEY set, every request must carry `Authorization: Bearer <key>`, compared in
 constant time; route groups named in VQVAE_AUTH_EXEMPT (probes, metrics, docs, demo) are served
@@ -17,7 +17,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.error_mapping import error_response
-from service.errors import PayloadTooLarge
+from service.errors import HeadersTooLarge, PayloadTooLarge
 from service.telemetry import IN_FLIGHT, LATENCY, REQUESTS
 
 
@@ -49,6 +49,22 @@ class RequestMetrics:
             template = getattr(route, "path", None) or "unmatched"  # never the raw URL: bounded labels
             REQUESTS.labels(template, scope["method"], str(status)).inc()
             LATENCY.labels(template).observe(time.perf_counter() - started)
+
+
+class HeaderSizeLimit:
+    """Pure ASGI: 431 when a request's headers (names and values) total more than `max_bytes`."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            size = sum(len(name) + len(value) for name, value in scope["headers"])
+            if size > self.max_bytes:
+                message = f"request headers total {size} bytes; the limit is {self.max_bytes} (VQVAE_MAX_HEADER_BYTES)"
+                await error_response(431, HeadersTooLarge.code, message)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class BodySizeLimit:

@@ -23,10 +23,11 @@ from service.config import SHIPPED_MODELS
 from service.errors import ServiceError
 from service.inference.runtime import ModelRuntime, load_model
 from service.inputs.bodies import ImageUpload
-from service.inputs.images import encode_png, images_to_batch, to_uint8
+from service.inputs.images import decode_many, encode_png, encode_size, read_header, to_model_input, to_uint8
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 CHUNK = 256  # images per onnxruntime run
+MAX_PIXELS = 1 << 26  # per image: offline, on the user's own files
 
 
 def runtime_for(models_dir: Path, name: str) -> ModelRuntime:
@@ -39,9 +40,10 @@ def compress(args: argparse.Namespace) -> str:
         raise ServiceError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {args.source}")
     model = runtime_for(args.models_dir, args.model)
     uploads = [ImageUpload(p.name, p.read_bytes()) for p in files]
-    batches = [images_to_batch(model.manifest, uploads[i : i + CHUNK], args.resize, 1 << 26)
-               for i in range(0, len(uploads), CHUNK)]
-    codes = np.concatenate([model.encode(b) for b in batches])  # (N, h, w)
+    size = encode_size(model.manifest, [read_header(u, MAX_PIXELS) for u in uploads], args.resize)
+    codes = np.concatenate([model.encode(to_model_input(decode_many(model.manifest, uploads[i : i + CHUNK], args.resize,
+                                                                    size, MAX_PIXELS)))
+                            for i in range(0, len(uploads), CHUNK)])  # (N, h, w)
     stream = encode_stream(codes, Kind[args.format.upper()], model.manifest, model.entropy)
     args.target.write_bytes(stream)
     return (f"{len(files)} images -> {args.target} ({len(stream)} bytes, {len(stream) / len(files):.1f} bytes "

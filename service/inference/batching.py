@@ -10,7 +10,10 @@ through the same queue, bounds and metrics.
 Backpressure: the queue holds at most max_queue items; beyond that submit raises Overloaded (429)
 at once. A waiter that is cancelled (deadline, client gone) is skipped; the batch goes on.
 
-Small runs (policy.inline_max items) run on the event loop, larger ones on the inference thread.
+Runs are bounded in pixels too (policy.max_pixels): coalescing stops there, and large items are
+never padded past it, so one run's working memory stays inside the run slot of the memory budget.
+Small runs (at most policy.inline_max items and inline_max_pixels pixels) run on the event loop,
+larger ones on the inference thread.
 """
 
 from __future__ import annotations
@@ -28,6 +31,12 @@ import numpy as np
 from service.errors import Overloaded
 
 RunFn = Callable[[np.ndarray], np.ndarray]
+PixelsOf = Callable[[tuple[int, ...]], int]  # an item's shape (without N) -> pixels its run touches
+
+
+def spatial_pixels(item_shape: tuple[int, ...]) -> int:
+    """(C, H, W) or (h, w) -> H·W or h·w: the last two dimensions."""
+    return int(item_shape[-1] * item_shape[-2])
 
 
 class BatchObserver(Protocol):
@@ -52,6 +61,8 @@ class BatchPolicy:
     # (~0.2 ms on one thread) is cheaper than the two thread wake-ups of the executor hop (~0.3 ms
     # on this VM; /encode p50 at concurrency 1: 0.96 ms inline, 1.29 ms through the thread).
     inline_max: int = 2
+    max_pixels: int = 1 << 40  # pixels per run (coalesced items together)
+    inline_max_pixels: int = 16384  # a run on the event loop must also be this small
 
 
 def bucket(n: int, max_batch: int) -> int:
@@ -62,12 +73,15 @@ def bucket(n: int, max_batch: int) -> int:
     return min(size, max(max_batch, n))
 
 
-def padded(run: RunFn, max_batch: int) -> RunFn:
-    """Run on batches padded to bucket sizes, so onnxruntime sees few shapes and memory stays flat."""
+def padded(run: RunFn, max_batch: int, pixels_of: PixelsOf = spatial_pixels, max_pixels: int = 1 << 40) -> RunFn:
+    """Run on batches padded to bucket sizes, so onnxruntime sees few shapes and memory stays flat;
+    never padded past max_pixels (large tiles run at their own batch size)."""
 
     def run_padded(batch: np.ndarray) -> np.ndarray:
         n = len(batch)
         size = bucket(n, max_batch)
+        if size * pixels_of(batch.shape[1:]) > max_pixels:
+            size = n
         if size > n:
             batch = np.concatenate([batch, np.zeros((size - n, *batch.shape[1:]), batch.dtype)])
         return run(batch)[:n]
@@ -76,8 +90,10 @@ def padded(run: RunFn, max_batch: int) -> RunFn:
 
 
 class MicroBatcher:
-    def __init__(self, run: RunFn, executor: Executor, policy: BatchPolicy, observer: BatchObserver) -> None:
+    def __init__(self, run: RunFn, executor: Executor, policy: BatchPolicy, observer: BatchObserver,
+                 pixels_of: PixelsOf = spatial_pixels) -> None:
         self.run, self.executor, self.policy, self.observer = run, executor, policy, observer
+        self.pixels_of = pixels_of
         self._queue: deque[_Job] = deque()
         self._queued_items = 0
         self._arrived = asyncio.Event()
@@ -89,7 +105,8 @@ class MicroBatcher:
 
     async def submit(self, inputs: np.ndarray) -> np.ndarray:
         """(N, ...) -> the run's output for these N items, in order; Overloaded when the queue is full."""
-        n, limit = len(inputs), self.policy.max_batch
+        n = len(inputs)
+        limit = max(1, min(self.policy.max_batch, self.policy.max_pixels // max(1, self.pixels_of(inputs.shape[1:]))))
         if self._queued_items + n > self.policy.max_queue:
             self.observer.rejected()
             raise Overloaded(f"server busy: {self._queued_items} items queued; retry shortly")
@@ -126,7 +143,7 @@ class MicroBatcher:
             batch = jobs[0].inputs if len(jobs) == 1 else np.concatenate([j.inputs for j in jobs])
             self.observer.batch_ran(len(batch), waits)
             try:
-                if len(batch) <= self.policy.inline_max:
+                if self._runs_inline(batch):
                     outputs = self.run(batch)
                 else:
                     outputs = await loop.run_in_executor(self.executor, self.run, batch)
@@ -142,6 +159,11 @@ class MicroBatcher:
                     job.future.set_result(outputs[offset : offset + n])
                 offset += n
             await asyncio.sleep(0)  # after an inline run: let other requests (and probes) have the loop
+
+    def _runs_inline(self, batch: np.ndarray) -> bool:
+        policy = self.policy
+        pixels = len(batch) * self.pixels_of(batch.shape[1:])
+        return len(batch) <= policy.inline_max and pixels <= policy.inline_max_pixels
 
     async def _wait_for_company(self) -> None:
         """Wait up to max_wait past the oldest job's arrival while the batch is not full."""
@@ -162,14 +184,16 @@ class MicroBatcher:
         kept: deque[_Job] = deque()
         items = 0
         now = time.monotonic()
+        policy = self.policy
         while self._queue:
             job = self._queue.popleft()
             n = len(job.inputs)
             if job.future.done():  # cancelled while queued
                 self._queued_items -= n
                 continue
-            fits = not taken or (self.policy.coalesce and job.inputs.shape[1:] == taken[0].inputs.shape[1:]
-                                 and items + n <= self.policy.max_batch)
+            fits = not taken or (policy.coalesce and job.inputs.shape[1:] == taken[0].inputs.shape[1:]
+                                 and items + n <= policy.max_batch
+                                 and (items + n) * self.pixels_of(job.inputs.shape[1:]) <= policy.max_pixels)
             if fits:
                 taken.append(job)
                 items += n

@@ -4,6 +4,11 @@ Every directory under models_dir is a configured model. Each is loaded (runtime.
 ends either ready or failed with a reason; the service is ready only when every configured model
 is ready, the default model is among them, and shutdown has not begun. A ready model is served
 through two micro-batchers (encode, decode) that share the process's single inference thread.
+
+Once every model is loaded, the worker's memory budget is sized: VQVAE_MEMORY_BUDGET_MB, else its
+share of the container's (or machine's) memory less what the loaded process already holds. A
+third of it is the run slot that bounds one onnxruntime run (and so each model's pixels per run);
+the rest is shared by the requests' own working sets (admission.MemoryBudget).
 """
 
 from __future__ import annotations
@@ -22,14 +27,22 @@ from contract import ContractError
 from contract.manifest import Manifest
 from service.config import Settings
 from service.errors import ModelNotFound, ModelNotReady, ServiceError
-from service.inference.batching import BatchPolicy, MicroBatcher, padded
-from service.inference.resources import threads_per_worker
+from service.inference.admission import MemoryBudget
+from service.inference.batching import BatchPolicy, MicroBatcher, PixelsOf, RunFn, padded, spatial_pixels
+from service.inference.resources import process_rss, release_freed_memory, threads_per_worker, worker_memory_share
 from service.inference.runtime import ModelRuntime, load_model
-from service.telemetry import BatchMetrics, model_ready
+from service.inference.working_set import GraphCosts
+from service.telemetry import MEMORY_BUDGET, BatchMetrics, model_ready
 
 log = logging.getLogger("service.models")
 
 State = Literal["loading", "ready", "failed"]
+
+
+MiB = 1 << 20
+MEMORY_HEADROOM = 0.8  # of the worker's share: the rest absorbs the allocator's and Python's drift
+RUN_SHARE = 1 / 3  # of the budget: one onnxruntime run at a time (plus the small inline ones)
+MIN_BUDGET = 48 * MiB
 
 
 @dataclass
@@ -37,6 +50,8 @@ class ServedModel:
     runtime: ModelRuntime
     encoder: MicroBatcher  # images (N, C, H, W) -> codes (N, h, w): encoder + quantizer graphs
     decoder: MicroBatcher  # codes (N, h, w) -> images (N, C, H, W)
+    costs: GraphCosts  # working memory per pixel and tiling halos
+    run_pixels: int  # pixels per onnxruntime run: larger batches are split, larger images tiled
 
     @property
     def manifest(self) -> Manifest:
@@ -71,6 +86,8 @@ class ModelRegistry:
     executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference"))
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    memory: MemoryBudget = field(default_factory=lambda: MemoryBudget(0, 0.0))  # sized by load_all
+    run_slot_bytes: int = 0
 
     @property
     def threads_per_session(self) -> int:
@@ -89,30 +106,57 @@ class ModelRegistry:
 
     def _serve(self, runtime: ModelRuntime) -> ServedModel:
         s = self.settings
+        costs = GraphCosts.of(runtime.manifest)
+        run_pixels = costs.run_pixels(self.run_slot_bytes)
         policy = BatchPolicy(coalesce=s.batching == "on", max_batch=s.batch_max, max_wait=s.batch_wait_ms / 1000,
-                             max_queue=s.queue_max_items, inline_max=s.batch_inline_max)
+                             max_queue=s.queue_max_items, inline_max=s.batch_inline_max, max_pixels=run_pixels)
+        downsample = runtime.manifest.downsample
 
-        def batcher(run: object, graph: str) -> MicroBatcher:
-            return MicroBatcher(padded(run, s.batch_max), self.executor, policy,  # type: ignore[arg-type]
-                                BatchMetrics(runtime.name, graph))
+        def batcher(run: RunFn, graph: str, pixels_of: PixelsOf) -> MicroBatcher:
+            return MicroBatcher(padded(run, s.batch_max, pixels_of, run_pixels), self.executor, policy,
+                                BatchMetrics(runtime.name, graph), pixels_of)
 
-        return ServedModel(runtime, batcher(runtime.encode, "encode"), batcher(runtime.decode, "decode"))
+        def output_pixels(grid: tuple[int, ...]) -> int:  # a decode run's cost grows with the image it makes
+            return spatial_pixels(grid) * downsample**2
+
+        return ServedModel(runtime, batcher(runtime.encode, "encode", spatial_pixels),
+                           batcher(runtime.decode, "decode", output_pixels), costs, run_pixels)
+
+    def _size_memory(self) -> None:
+        """The budget once the loaded process's own memory is known (see the module docstring)."""
+        s = self.settings
+        if s.memory_budget_mb is not None:
+            total = s.memory_budget_mb * MiB
+        else:
+            total = max(MIN_BUDGET, int(worker_memory_share(s.workers) * MEMORY_HEADROOM) - process_rss())
+        self.run_slot_bytes = int(total * RUN_SHARE)
+        self.memory = MemoryBudget(total - self.run_slot_bytes, s.memory_wait_s)
+        MEMORY_BUDGET.set(total)
+        log.info("memory budget %d MiB per worker (%d MiB for one run, the rest for requests)",
+                 total // MiB, self.run_slot_bytes // MiB)
+
+    def _load(self, name: str, status: ModelStatus) -> ModelRuntime | None:
+        try:
+            return load_model(Path(self.settings.models_dir) / name, self.settings.providers,
+                              self.threads_per_session, self.settings.warmup_runs, self.settings.batch_max)
+        except (ServiceError, ContractError) as exc:  # a model that fails any check is not served
+            # The checks name the model ("mnist: model.json ..."); the status is already keyed by it.
+            reason = exc.message.removeprefix(f"{name}: ")
+            log.error("model %s not served: %s", name, reason)
+            with self._lock:
+                status.state, status.reason = "failed", reason
+            return None
 
     def load_all(self) -> None:
-        """Load every discovered model; a failure marks that model failed and never serves it."""
-        for name, status in self.models.items():
-            try:
-                runtime = load_model(Path(self.settings.models_dir) / name, self.settings.providers,
-                                     self.threads_per_session, self.settings.warmup_runs, self.settings.batch_max)
-            except (ServiceError, ContractError) as exc:  # a model that fails any check is not served
-                # The checks name the model ("mnist: model.json ..."); the status is already keyed by it.
-                reason = exc.message.removeprefix(f"{name}: ")
-                log.error("model %s not served: %s", name, reason)
-                with self._lock:
-                    status.state, status.reason = "failed", reason
-                continue
+        """Load every discovered model (a failure marks that model failed and never serves it), size
+        the memory budget, then serve the loaded models."""
+        runtimes = {name: runtime for name, status in self.models.items()
+                    if (runtime := self._load(name, status)) is not None}
+        release_freed_memory()  # what loading and warm-up freed, before the baseline is read
+        self._size_memory()
+        for name, runtime in runtimes.items():
             with self._lock:
-                status.state, status.served = "ready", self._serve(runtime)
+                self.models[name].state, self.models[name].served = "ready", self._serve(runtime)
             model_ready(name, runtime.manifest.version, runtime.provider)
         # Everything alive now (framework, sessions, manifests) lives as long as the process: move it
         # out of the cyclic collector's sight so that collections triggered by requests stay short.

@@ -19,6 +19,7 @@ import onnxruntime as ort
 from contract.entropy_model import EntropyModel
 from contract.manifest import GRAPH_IO, GRAPHS, METADATA_PREFIX, Manifest, load_manifest, verify_files
 from service.errors import ModelLoadError, ProviderError
+from service.inference.resources import release_freed_memory
 
 log = logging.getLogger("service.models")
 
@@ -44,6 +45,9 @@ def session_options(threads: int) -> ort.SessionOptions:
     # it cut /encode p99 at concurrency 1 from 6.9 ms to 1.3 ms and raised throughput; BENCHMARKS.md).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # onnxruntime's own warnings go to our log only as errors
+    # No arena: onnxruntime's CPU arena keeps every byte a large run made it grow (a 1024² encode left
+    # the process at 274 MB instead of 115 MB), for ~3-5 % on tiny runs (docs/reliability.md).
+    options.enable_cpu_mem_arena = False
     return options
 
 
@@ -70,6 +74,14 @@ def _check_io(manifest: Manifest, graph: str, session: ort.InferenceSession) -> 
 # handful of 7×7 convolutions costs more than it saves (batch 1 on 2 cores: 4,463 encodes/s on one
 # thread, 3,140 on two), and in the service the other core is busy with HTTP. From 4 on, two win.
 SMALL_BATCH = 2
+
+
+TRIM_AFTER_PIXELS = 512 * 512  # a run this large hands its freed heap back to the OS afterwards
+
+
+def _trim_after(pixels: int) -> None:
+    if pixels >= TRIM_AFTER_PIXELS:
+        release_freed_memory()
 
 
 @dataclass
@@ -101,11 +113,16 @@ class ModelRuntime:
     def encode(self, images: np.ndarray) -> np.ndarray:
         """float32 (N, C, H, W) in [0, 1] -> int64 indices (N, H/4, W/4)."""
         latent = self.sessions["encoder"].run("latent", {"image": images})  # (N, D, h, w)
-        return self.sessions["quantizer"].run("indices", {"latent": latent})
+        indices = self.sessions["quantizer"].run("indices", {"latent": latent})
+        del latent
+        _trim_after(images.shape[0] * images.shape[2] * images.shape[3])
+        return indices
 
     def decode(self, indices: np.ndarray) -> np.ndarray:
         """int64 (N, h, w) -> float32 images (N, C, 4h, 4w) in [0, 1]."""
-        return self.sessions["decoder"].run("image", {"indices": indices})
+        images = self.sessions["decoder"].run("image", {"indices": indices})
+        _trim_after(images.shape[0] * images.shape[2] * images.shape[3])
+        return images
 
     def warm_up(self, runs: int, max_batch: int) -> None:
         """Run the native size end to end, at every batch bucket once (so memory reaches its steady

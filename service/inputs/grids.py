@@ -8,6 +8,7 @@ first offending position.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -15,9 +16,10 @@ from starlette.requests import Request
 
 from contract.entropy_model import EntropyModel
 from contract.manifest import Manifest
-from contract.streams import Header, decode_stream
+from contract.streams import Header, Kind, decode_stream, parse_header, unseal
 from service.config import Settings
 from service.errors import BadRequest, ImageTooLarge, InvalidCodes, TooManyImages, UnsupportedMediaType, UnsupportedSize
+from service.inference.working_set import stream_decode_bytes
 from service.inputs.bodies import media_type, parse_json
 
 
@@ -73,30 +75,43 @@ def parse_code_grids(payload: Any, codebook_size: int, max_images: int) -> tuple
     return np.asarray(grids, dtype=np.int64), single
 
 
-def grids_from_stream(body: bytes, m: Manifest, entropy: EntropyModel | None, settings: Settings) -> np.ndarray:
-    """A packed or entropy stream -> int64 (N, h, w); limits are checked on the header, before decoding."""
-
-    def within_limits(header: Header) -> None:
-        if header.count > settings.max_images:
-            raise TooManyImages(f"{header.count} grids in the stream; the limit is {settings.max_images}")
-        check_grid_size(m, header.height, header.width, settings.max_pixels)
-
-    return decode_stream(body, m, entropy, within_limits)
+Reserve = Callable[[int, str], Awaitable[None]]  # (bytes, what) -> held, or 413/429
 
 
-async def read_grids(request: Request, m: Manifest, entropy: EntropyModel | None,
-                     settings: Settings) -> tuple[np.ndarray, bool]:
+def _check_stream_header(header: Header, m: Manifest, settings: Settings) -> None:
+    if header.count > settings.max_images:
+        raise TooManyImages(f"{header.count} grids in the stream; the limit is {settings.max_images}")
+    check_grid_size(m, header.height, header.width, settings.max_pixels)
+
+
+async def grids_from_stream(body: bytes, m: Manifest, entropy: EntropyModel | None, settings: Settings,
+                            reserve: Reserve) -> np.ndarray:
+    """A packed or entropy stream -> int64 (N, h, w); limits and memory are checked on the header,
+    before the payload is decoded."""
+    header, _ = parse_header(unseal(body))
+    _check_stream_header(header, m, settings)
+    await reserve(len(body) + stream_decode_bytes(header.count, header.height, header.width,
+                                                  header.kind is Kind.ENTROPY),
+                  f"decoding a stream of {header.count} grid(s) of {header.height}×{header.width}")
+    return decode_stream(body, m, entropy, lambda h: _check_stream_header(h, m, settings))
+
+
+async def read_grids(request: Request, m: Manifest, entropy: EntropyModel | None, settings: Settings,
+                     reserve: Reserve) -> tuple[np.ndarray, bool, int]:
     """The code grids of a decode request (JSON or a packed/entropy stream), checked against the model.
 
-    -> int64 (N, h, w), and whether one bare grid was sent (so one PNG may be answered)."""
+    -> int64 (N, h, w), whether one bare grid was sent (so one PNG may be answered), the body's size.
+    The caller has reserved memory for parsing the body (working_set.body_bytes)."""
     kind = media_type(request)
     if kind == "application/octet-stream":
-        grids = grids_from_stream(await request.body(), m, entropy, settings)
+        body = await request.body()
+        grids = await grids_from_stream(body, m, entropy, settings, reserve)
         single = len(grids) == 1
     elif kind == "application/json":
-        grids, single = parse_code_grids(parse_json(await request.body()), m.codebook_size, settings.max_images)
+        body = await request.body()
+        grids, single = parse_code_grids(parse_json(body), m.codebook_size, settings.max_images)
     else:
         raise UnsupportedMediaType('send application/json {"codes": [[...], ...]} or an application/octet-stream '
                                    "stream from /encode?format=packed|entropy")
     check_grid_size(m, grids.shape[1], grids.shape[2], settings.max_pixels)
-    return grids, single
+    return grids, single, len(body)

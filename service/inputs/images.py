@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -127,29 +128,98 @@ def check_image_size(m: Manifest, height: int, width: int, label: str) -> None:
         )
 
 
-def images_to_batch(m: Manifest, uploads: list[ImageUpload], resize: Resize, max_pixels: int) -> np.ndarray:
-    """Encoded images -> float32 (N, C, H, W) in [0, 1]; every image must end up the same size."""
-    arrays: list[np.ndarray] = []
-    for upload in uploads:
-        pixels = decode_image(upload.data, m.input.channels, max_pixels, upload.label)  # (H, W, C) uint8
-        if resize == "native":
-            pixels = resize_to(pixels, m.input.height, m.input.width)
-        check_image_size(m, pixels.shape[0], pixels.shape[1], upload.label)
-        if arrays and pixels.shape != arrays[0].shape:
-            raise UnsupportedSize(
-                f"{upload.label} is {pixels.shape[0]}×{pixels.shape[1]} but {uploads[0].label} is "
-                f"{arrays[0].shape[0]}×{arrays[0].shape[1]}; images in one request must share a size "
-                "(or add ?resize=native)"
-            )
-        arrays.append(pixels)
-    stacked = arrays[0][None] if len(arrays) == 1 else np.stack(arrays)  # (N, H, W, C) uint8
-    return stacked.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)  # (N, C, H, W)
+# What decoding holds at its peak, per pixel, by the file's mode: Pillow's image (1 byte per pixel
+# for L, P and 1; 2 for 16-bit; 4 for every other mode), a copy for EXIF rotation, then the steps
+# of _to_channels: float64 for 16-bit, the black background and alpha composite, the conversion and
+# the final array.
+DECODE_BYTES_PER_PIXEL = {"1": 4, "L": 4, "P": 20, "I;16": 22, "I;16B": 22, "I;16L": 22, "I;16N": 22, "I": 24,
+                          "F": 24, "RGBA": 28, "LA": 28, "PA": 28}
+DECODE_BYTES_OTHER_MODES = 16  # RGB, YCbCr, CMYK, LAB, HSV: 4-byte pixels, one conversion, the array
 
 
-async def decode_uploads(m: Manifest, uploads: list[ImageUpload], resize: Resize, max_pixels: int) -> np.ndarray:
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an encoded image says about itself before any pixel is decoded."""
+
+    label: str
+    height: int  # as decoded: EXIF orientation applied where the header carries it
+    width: int
+    mode: str  # Pillow's mode of the decoded file, e.g. "L", "RGB", "I;16"
+
+    @property
+    def pixels(self) -> int:
+        return self.height * self.width
+
+    @property
+    def decode_bytes(self) -> int:
+        """The most decoding this file holds at once (before any resize)."""
+        return self.pixels * DECODE_BYTES_PER_PIXEL.get(self.mode, DECODE_BYTES_OTHER_MODES)
+
+
+def read_header(upload: ImageUpload, max_pixels: int) -> ImageHeader:
+    """Size from the header alone (413 over max_pixels, 400 when unreadable); nothing is decoded.
+    A PNG's EXIF may follow its pixel data, and reading it would decode them: a PNG's orientation
+    is read only when the header already has it (a rotation swaps H and W, not their product)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        image = _open(upload.data, max_pixels, upload.label)
+        width, height = image.size
+        try:
+            exif_in_header = image.format != "PNG" or "exif" in image.info
+            if exif_in_header and image.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8):  # a quarter turn
+                width, height = height, width
+        except (OSError, ValueError, SyntaxError):
+            pass  # an unreadable EXIF block: decoding will say so, or ignore it as exif_transpose does
+    return ImageHeader(upload.label, height, width, image.mode)
+
+
+def encode_size(m: Manifest, headers: list[ImageHeader], resize: Resize) -> tuple[int, int]:
+    """The one (H, W) every image of the request is encoded at; 422 before any decoding otherwise."""
+    size: tuple[int, int] | None = None
+    for header in headers:
+        this = (m.input.height, m.input.width) if resize == "native" else (header.height, header.width)
+        check_image_size(m, *this, header.label)
+        if size is not None and this != size:
+            raise UnsupportedSize(f"{header.label} is {this[0]}×{this[1]} but {headers[0].label} is "
+                                  f"{size[0]}×{size[1]}; images in one request must share a size "
+                                  "(or add ?resize=native)")
+        size = this
+    if size is None:
+        raise UnsupportedSize("no images to encode")
+    return size
+
+
+def decode_at(m: Manifest, upload: ImageUpload, resize: Resize, size: tuple[int, int], max_pixels: int) -> np.ndarray:
+    """One encoded image -> uint8 (H, W, C) at the request's size (the header's promise, checked)."""
+    pixels = decode_image(upload.data, m.input.channels, max_pixels, upload.label)  # (H, W, C) uint8
+    if resize == "native":
+        pixels = resize_to(pixels, m.input.height, m.input.width)
+    if pixels.shape[:2] != size:
+        raise UnsupportedSize(f"{upload.label} is {pixels.shape[0]}×{pixels.shape[1]} once decoded, but the request's "
+                              f"images are {size[0]}×{size[1]}; images in one request must share a size")
+    return pixels
+
+
+def decode_many(m: Manifest, uploads: list[ImageUpload], resize: Resize, size: tuple[int, int],
+                max_pixels: int) -> np.ndarray:
+    """Encoded images -> uint8 (N, H, W, C), one at a time (only one image's decode transients live)."""
+    out = np.empty((len(uploads), *size, m.input.channels), np.uint8)
+    for i, upload in enumerate(uploads):
+        out[i] = decode_at(m, upload, resize, size, max_pixels)
+    return out
+
+
+async def decode_uploads(m: Manifest, uploads: list[ImageUpload], resize: Resize, size: tuple[int, int],
+                         max_pixels: int) -> np.ndarray:
+    """decode_many on the event loop for small bodies (a thread hop costs more), else in the thread pool."""
     if sum(len(u.data) for u in uploads) <= INLINE_BYTES:
-        return images_to_batch(m, uploads, resize, max_pixels)
-    return await run_in_threadpool(images_to_batch, m, uploads, resize, max_pixels)
+        return decode_many(m, uploads, resize, size, max_pixels)
+    return await run_in_threadpool(decode_many, m, uploads, resize, size, max_pixels)
+
+
+def to_model_input(pixels: np.ndarray) -> np.ndarray:
+    """uint8 (N, H, W, C) -> float32 (N, C, H, W) in [0, 1]."""
+    return pixels.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
 
 
 def pngs_of(images: np.ndarray) -> list[bytes]:
@@ -161,3 +231,10 @@ async def to_pngs(images: np.ndarray) -> list[bytes]:
     if images.shape[0] * images.shape[2] * images.shape[3] <= INLINE_PIXELS:
         return pngs_of(images)
     return await run_in_threadpool(pngs_of, images)
+
+
+async def png_of(pixels: np.ndarray) -> bytes:
+    """uint8 (H, W, C) -> PNG bytes, in the thread pool unless small."""
+    if pixels.shape[0] * pixels.shape[1] <= INLINE_PIXELS:
+        return encode_png(pixels)
+    return await run_in_threadpool(encode_png, pixels)

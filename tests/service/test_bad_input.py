@@ -170,7 +170,12 @@ CASES = [
     Case("delete-decode", "DELETE", "/decode", dict, 405, "method_not_allowed"),
     Case("body-over-limit", "POST", "/encode", lambda: raw(b"\0" * (8 * 1024 * 1024 + 1)), 413, "payload_too_large"),
     Case("long-url", "GET", "/v1/models/" + "m" * 8000, dict, 404, "model_not_found"),
-    Case("long-header", "GET", "/livez", dict, 200, headers={"x-long": "v" * 60000}),
+    Case("long-header", "GET", "/livez", dict, 431, "headers_too_large", headers={"x-long": "v" * 60000}),
+    Case("100-kb-header", "POST", "/encode", lambda: raw(PNG), 431, "headers_too_large",
+         headers={"x-long": "v" * 100_000}),
+    Case("headers-at-the-limit", "GET", "/livez", dict, 200, headers={"x-long": "v" * 15000}),
+    Case("many-small-headers", "GET", "/livez", dict, 431, "headers_too_large",
+         headers={f"x-h{i}": "v" * 100 for i in range(200)}),
     Case("valid-control", "POST", "/encode", lambda: raw(PNG), 200),
 ]
 

@@ -177,7 +177,7 @@ def test_queue_full_gives_429_with_retry_after_and_liveness_still_answers(start_
 
 
 def test_deadline_gives_504(start_server, digits) -> None:  # type: ignore[no-untyped-def]
-    server = start_server(request_timeout_s=0.0001)
+    server = start_server(request_timeout_s=0.0001, timeout_s_per_mpx=0)
     server.wait("/readyz")
     response = httpx.post(server.url + "/encode", files=[("images", ("a.png", png_bytes(digits[0]), "image/png"))])
     assert response.status_code == 504 and response.json()["error"]["code"] == "deadline_exceeded"

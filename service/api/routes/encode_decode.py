@@ -1,17 +1,21 @@
 """POST /encode, /decode and their per-model forms /v1/models/{name}/encode|decode.
 
-Thin: admission, then the inputs layer parses and checks the body, the model's batcher runs it,
-and the response is built here. Errors are raised as domain errors and mapped in error_mapping.
+Thin: admission (a place, then bytes of the memory budget), then the inputs layer parses and
+checks the body, the workflows plan and run it through the model's batcher, and the response is
+built here. Errors are raised as domain errors and mapped in error_mapping.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 from typing import Annotated, Literal
 
+import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
+from contract.manifest import Manifest
 from contract.streams import Kind, encode_stream
 from service.api.deps import CodecTarget, DefaultTargetDep, NamedTargetDep
 from service.api.openapi import (
@@ -23,9 +27,12 @@ from service.api.openapi import (
     EncodeResponse,
 )
 from service.api.request_scope import body_deadline, for_client, prefers_png
-from service.inputs.bodies import read_images
+from service.config import Settings
+from service.inference.working_set import body_bytes
+from service.inputs.bodies import media_type, read_images
 from service.inputs.grids import read_grids
-from service.inputs.images import Resize, decode_uploads, to_pngs
+from service.inputs.images import Resize
+from service.workflows import plan_decode, plan_encode, run_decode, run_encode
 
 router = APIRouter(tags=["codec"])
 
@@ -39,31 +46,54 @@ FormatQuery = Annotated[OutputFormat, Query(
 STREAM_KINDS = {"packed": Kind.PACKED, "entropy": Kind.ENTROPY}
 
 
+def codes_json(m: Manifest, codes: np.ndarray) -> bytes:
+    """The encode response's JSON, written a grid at a time: only one grid's codes are ever Python
+    objects (codes.tolist() of eight 2000×2000 images would be 2 million of them)."""
+    head = json.dumps({"model": m.name, "version": m.version, "codebook_size": m.codebook_size,
+                       "grid": list(codes.shape[1:])}, separators=(",", ":"))
+    grids = ",".join(json.dumps(grid.tolist(), separators=(",", ":")) for grid in codes)
+    return f'{head[:-1]},"codes":[{grids}]}}'.encode()
+
+
+def declared_body_bytes(request: Request, settings: Settings) -> int:
+    """Content-Length when it is given (the body-size middleware holds the client to it), else the limit."""
+    declared = request.headers.get("content-length", "")
+    return min(int(declared), settings.max_body_bytes) if declared.isdigit() else settings.max_body_bytes
+
+
 async def encode(request: Request, target: CodecTarget, resize: Resize, output: OutputFormat) -> Response:
     model, settings, m = target.model, target.settings, target.model.manifest
+    reading = body_bytes(media_type(request), declared_body_bytes(request, settings))
     with target.gate.admit():  # 429 before the body is read when too many requests are in progress
-        async with body_deadline(settings.body_timeout_s):
-            uploads = await read_images(request, settings.max_images, settings.max_body_bytes)
-        images = await decode_uploads(m, uploads, resize, settings.max_pixels)  # (N, C, H, W) float32
-        codes = await for_client(request, model.encode(images), settings.request_timeout_s)  # (N, h, w) int64
-    if output != "json":
-        stream = encode_stream(codes, STREAM_KINDS[output], m, model.runtime.entropy)
-        return Response(stream, media_type="application/octet-stream")
-    return JSONResponse({"model": m.name, "version": m.version, "codebook_size": m.codebook_size,
-                         "grid": list(codes.shape[1:]), "codes": codes.tolist()})
+        async with target.memory.hold(reading, "reading the request body") as held:
+            async with body_deadline(settings.body_timeout_s):
+                uploads = await read_images(request, settings.max_images, settings.max_body_bytes)
+            plan = plan_encode(model, uploads, resize, settings, json_output=output == "json")  # headers: 4xx now
+            await held.grow_to(plan.working_bytes, plan.what)
+            work = run_encode(model, uploads, resize, plan, settings)
+            codes = await for_client(request, work, plan.deadline_s(settings))  # (N, h, w) int64
+            if output != "json":
+                stream = encode_stream(codes, STREAM_KINDS[output], m, model.runtime.entropy)
+                return Response(stream, media_type="application/octet-stream")
+            return Response(codes_json(m, codes), media_type="application/json")
 
 
 async def decode(request: Request, target: CodecTarget) -> Response:
     model, settings, m = target.model, target.settings, target.model.manifest
+    reading = body_bytes(media_type(request), declared_body_bytes(request, settings))
+    png_wanted = prefers_png(request.headers.get("accept", ""))
     with target.gate.admit():  # 429 before the body is read when too many requests are in progress
-        async with body_deadline(settings.body_timeout_s):
-            grids, single = await read_grids(request, m, model.runtime.entropy, settings)  # (N, h, w) int64
-        images = await for_client(request, model.decode(grids), settings.request_timeout_s)  # (N, C, H, W)
-        pngs = await to_pngs(images)
-    if single and prefers_png(request.headers.get("accept", "")):
-        return Response(pngs[0], media_type="image/png")
-    return JSONResponse({"model": m.name, "version": m.version,
-                         "images": [base64.b64encode(png).decode("ascii") for png in pngs]})
+        async with target.memory.hold(reading, "reading the request body") as held:
+            async with body_deadline(settings.body_timeout_s):
+                grids, single, size = await read_grids(request, m, model.runtime.entropy, settings,
+                                                       held.grow_to)  # (N, h, w) int64
+            plan = plan_decode(model, size, grids, png_response=single and png_wanted)
+            await held.grow_to(plan.working_bytes, plan.what)
+            pngs = await for_client(request, run_decode(model, grids, plan), plan.deadline_s(settings))
+            if single and png_wanted:
+                return Response(pngs[0], media_type="image/png")
+            return JSONResponse({"model": m.name, "version": m.version,
+                                 "images": [base64.b64encode(png).decode("ascii") for png in pngs]})
 
 
 @router.post("/encode", response_model=EncodeResponse, responses=ENCODE_RESPONSES, openapi_extra=ENCODE_BODY,

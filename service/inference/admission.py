@@ -17,9 +17,10 @@ batching queue's bound covers that work.
 from __future__ import annotations
 
 import asyncio
-import time
+from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 
 from service.errors import Overloaded, OverMemoryBudget
 from service.inference.resources import release_freed_memory
@@ -48,19 +49,31 @@ class AdmissionGate:
 TRIM_AFTER_BYTES = 32 << 20
 
 
+@dataclass(eq=False)
+class _Waiter:
+    extra: int  # bytes wanted
+    held: int  # bytes its request already holds (> 0: it is growing)
+    future: asyncio.Future[None]
+
+
 class MemoryBudget:
     """The bytes of request working sets a worker may hold at once, shared by its requests.
 
     A request reserves what it will need (working_set.py estimates it before decoding anything)
     and may grow its reservation once it knows more. One that could never fit gets 413 naming the
-    budget and its need; one that fits but not now waits up to `wait_s` for others to finish, then
-    gets 429. Nothing is ever oversubscribed.
+    budget and its need; one that fits but not now waits, in order, up to `wait_s`, then gets 429.
+    Nothing is ever oversubscribed.
+
+    Waiters are served first come, first served, except that requests growing what they already
+    hold go before new ones (they are the ones whose progress frees memory). When everything held
+    belongs to requests waiting to grow, none can ever proceed: the newest of them gets 429 at
+    once, and its memory goes to the others.
     """
 
     def __init__(self, total: int, wait_s: float) -> None:
         self.total, self.wait_s = total, wait_s
         self.in_use = 0
-        self._released = asyncio.Event()
+        self._waiters: deque[_Waiter] = deque()
 
     @asynccontextmanager
     async def hold(self, nbytes: int, what: str) -> AsyncIterator[Reservation]:
@@ -72,10 +85,59 @@ class MemoryBudget:
         finally:
             reservation.release()
 
+    async def _take(self, extra: int, held: int, what: str, nbytes: int) -> None:
+        if not self._waiters and self.in_use + extra <= self.total:
+            self._grant(extra)
+            return
+        waiter = _Waiter(extra, held, asyncio.get_running_loop().create_future())
+        growers = sum(1 for w in self._waiters if w.held)
+        self._waiters.insert(growers, waiter) if held else self._waiters.append(waiter)
+        self._dispatch()
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter.future), self.wait_s)
+        except TimeoutError:
+            if waiter.future.done():  # granted (or refused) just as the wait ran out
+                return waiter.future.result()
+            self._waiters.remove(waiter)
+            MEMORY_REFUSED.labels("busy").inc()
+            raise Overloaded(f"server busy: {mib(self.in_use)} of its {mib(self.total)} memory budget are held by "
+                             f"other requests and {what} needs {mib(nbytes)}; retry shortly") from None
+        except asyncio.CancelledError:  # the client left or the deadline passed while waiting
+            if waiter.future.done() and waiter.future.exception() is None:
+                self._give_back(extra)  # granted, but nobody will use it
+            elif waiter in self._waiters:
+                self._waiters.remove(waiter)
+            raise
+
+    def _grant(self, extra: int) -> None:
+        self.in_use += extra
+        MEMORY_RESERVED.inc(extra)
+
+    def _dispatch(self) -> None:
+        """Grant waiters in order while they fit; break a standstill of growing requests."""
+        while self._waiters:
+            head = self._waiters[0]
+            if head.future.done():  # cancelled while waiting
+                self._waiters.popleft()
+            elif self.in_use + head.extra <= self.total:
+                self._waiters.popleft()
+                self._grant(head.extra)
+                head.future.set_result(None)
+            elif self.in_use <= sum(w.held for w in self._waiters):  # every held byte is waiting
+                victim = next((w for w in reversed(self._waiters) if w.held), None)
+                if victim is None:
+                    return
+                self._waiters.remove(victim)
+                MEMORY_REFUSED.labels("busy").inc()
+                victim.future.set_exception(Overloaded(
+                    "server busy: the requests holding its memory budget are all waiting for more; retry shortly"))
+            else:
+                return
+
     def _give_back(self, nbytes: int) -> None:
         self.in_use -= nbytes
         MEMORY_RESERVED.dec(nbytes)
-        self._released.set()  # every waiter re-checks; the event is cleared by the next to wait
+        self._dispatch()
 
 
 class Reservation:
@@ -93,25 +155,12 @@ class Reservation:
             raise OverMemoryBudget(f"{what} needs about {mib(nbytes)} of working memory; this worker's memory "
                                    f"budget for requests is {mib(budget.total)} (VQVAE_MEMORY_BUDGET_MB). "
                                    "Send smaller images or fewer per request")
-        deadline = time.monotonic() + budget.wait_s
-        while budget.in_use + extra > budget.total:
-            remaining = deadline - time.monotonic()
-            budget._released.clear()
-            try:
-                if remaining <= 0:
-                    raise TimeoutError
-                await asyncio.wait_for(budget._released.wait(), remaining)
-            except TimeoutError:
-                MEMORY_REFUSED.labels("busy").inc()
-                raise Overloaded(f"server busy: {mib(budget.in_use)} of its {mib(budget.total)} memory budget are "
-                                 f"held by other requests and {what} needs {mib(nbytes)}; retry shortly") from None
-        budget.in_use += extra
-        MEMORY_RESERVED.inc(extra)
+        await budget._take(extra, self.held, what, nbytes)
         self.held = nbytes
 
     def release(self) -> None:
         if self.held:
-            self.budget._give_back(self.held)
-            if self.held >= TRIM_AFTER_BYTES:  # a large request: hand what it freed back to the OS
+            held, self.held = self.held, 0
+            self.budget._give_back(held)
+            if held >= TRIM_AFTER_BYTES:  # a large request: hand what it freed back to the OS
                 release_freed_memory()
-            self.held = 0

@@ -110,9 +110,10 @@ class MicroBatcher:
         if self._queued_items + n > self.policy.max_queue:
             self.observer.rejected()
             raise Overloaded(f"server busy: {self._queued_items} items queued; retry shortly")
-        if self._task is None:
-            self._task = asyncio.create_task(self._serve())
         loop = asyncio.get_running_loop()
+        if self._task is None or self._task.get_loop() is not loop:  # first use, or a new event loop
+            self._queue, self._queued_items, self._arrived = deque(), 0, asyncio.Event()
+            self._task = asyncio.create_task(self._serve())
         jobs = [_Job(inputs[i : i + limit], loop.create_future()) for i in range(0, n, limit)]
         self._queue.extend(jobs)
         self._queued_items += n

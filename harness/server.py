@@ -36,12 +36,12 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, cmd: list[str], port: int, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, cmd: list[str], port: int, env: dict[str, str], log_path: Path, cwd: Path = ROOT) -> None:
         self.cmd, self.port, self.log_path = cmd, port, log_path
         self.url = f"http://127.0.0.1:{port}"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("w") as log:  # the child keeps its own descriptor
-            self.process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
     @property
     def pid(self) -> int:
@@ -97,8 +97,10 @@ def service_env(**settings: object) -> dict[str, str]:
     return env | {f"VQVAE_{k.upper()}": str(v) for k, v in settings.items()}
 
 
-def service_process(log_dir: Path, **settings: object) -> ServerProcess:
-    """`python -m service` on a free port with VQVAE_<NAME> settings (e.g. batching="off")."""
+def service_process(log_dir: Path, root: Path = ROOT, **settings: object) -> ServerProcess:
+    """`python -m service` on a free port with VQVAE_<NAME> settings (e.g. batching="off"), from the
+    checkout at `root` (another commit's worktree, to measure before and after)."""
     port = free_port()
     cmd = [sys.executable, "-m", "service", "--port", str(port)]
-    return ServerProcess(cmd, port, service_env(**settings), log_dir / f"service-{port}.log")
+    env = service_env(**{"models_dir": root / "models", **settings}) | {"PYTHONPATH": str(root)}
+    return ServerProcess(cmd, port, env, log_dir / f"service-{port}.log", cwd=root)

@@ -89,9 +89,10 @@ def plan_encode(model: ServedModel, uploads: list[ImageUpload], resize: Resize, 
                    f"encoding {len(uploads)} image(s) of {height}×{width}")
 
 
-def plan_decode(model: ServedModel, body_bytes: int, grids: np.ndarray, png_response: bool) -> RunPlan:
+def plan_decode(model: ServedModel, body_bytes: int, shape: tuple[int, int, int], png_response: bool) -> RunPlan:
+    """From the grids' shape (N, h, w) alone: the runs and the bytes."""
     m = model.manifest
-    n, h, w = grids.shape
+    n, h, w = shape
     per_run, tiles, extra = _runs(model, n, h, w, model.costs.decoder_halo, model.costs.decode_bytes_per_pixel)
     needed = decode_request_bytes(body_bytes, n, h, w, m.input.channels, m.downsample, png_response) + extra
     return RunPlan((h * m.downsample, w * m.downsample), n, per_run, tiles, needed, f"decoding {n} grid(s) of {h}×{w}")

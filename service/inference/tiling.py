@@ -4,7 +4,8 @@ A tile's `outer` cells are run; its `core` cells are kept. Cores partition the g
 block extends its core by the model's halo (its receptive field, measured by the exporter) where
 the grid goes on, so a core's cells equal those of a whole-grid run, bit for bit (tests/service/
 test_tiling.py). Offsets are whole grid cells, so encoder tiles keep the stride phase of the
-whole image. Full-width strips are preferred: they need no halo on the sides.
+whole image. Full-width strips need no halo on the sides; squares need less for wide grids: the
+shape that runs fewer halo cells per kept cell wins.
 """
 
 from __future__ import annotations
@@ -40,18 +41,23 @@ def _span(start: int, stop: int, halo: int, limit: int) -> slice:
     return slice(max(0, start - halo), min(limit, stop + halo))
 
 
+def _core_shape(width: int, max_cells: int, halo: int) -> tuple[int, int]:
+    """Full-width strips or squares, whichever runs fewer halo cells per kept cell."""
+    side = math.isqrt(max_cells) - 2 * halo
+    strip_rows = max_cells // width - 2 * halo  # full-width strips: the sides need no halo
+    square_cost = (side + 2 * halo) ** 2 / side**2 if side >= 1 else math.inf
+    strip_cost = (strip_rows + 2 * halo) / strip_rows if strip_rows >= 1 else math.inf
+    if strip_cost == square_cost == math.inf:
+        raise TileTooSmall(f"{max_cells} cells per run cannot hold a tile with a halo of {halo}")
+    return (strip_rows, width) if strip_cost <= square_cost else (side, side)
+
+
 def plan_tiles(height: int, width: int, max_cells: int, halo: int) -> list[Tile]:
     """Cover an h×w grid with tiles of at most `max_cells` outer cells each."""
     whole = (slice(0, height), slice(0, width))
     if height * width <= max_cells:
         return [Tile(whole, whole)]
-    strip_rows = max_cells // width - 2 * halo  # full-width strips: sides need no halo
-    if strip_rows >= max(1, halo):
-        core_h, core_w = strip_rows, width
-    else:
-        core_h = core_w = math.isqrt(max_cells) - 2 * halo
-        if core_h < 1:
-            raise TileTooSmall(f"{max_cells} cells per run cannot hold a tile with a halo of {halo}")
+    core_h, core_w = _core_shape(width, max_cells, halo)
     tiles = []
     for r0 in range(0, height, core_h):
         for c0 in range(0, width, core_w):

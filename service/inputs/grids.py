@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from contract.entropy_model import EntropyModel
@@ -76,6 +78,7 @@ def parse_code_grids(payload: Any, codebook_size: int, max_images: int) -> tuple
 
 
 Reserve = Callable[[int, str], Awaitable[None]]  # (bytes, what) -> held, or 413/429
+T = TypeVar("T")
 
 
 def _check_stream_header(header: Header, m: Manifest, settings: Settings) -> None:
@@ -84,34 +87,65 @@ def _check_stream_header(header: Header, m: Manifest, settings: Settings) -> Non
     check_grid_size(m, header.height, header.width, settings.max_pixels)
 
 
-async def grids_from_stream(body: bytes, m: Manifest, entropy: EntropyModel | None, settings: Settings,
-                            reserve: Reserve) -> np.ndarray:
-    """A packed or entropy stream -> int64 (N, h, w); limits and memory are checked on the header,
-    before the payload is decoded."""
+INLINE_BODY_BYTES = 64 * 1024  # bodies parsed on the event loop; larger ones in the thread pool
+
+
+@dataclass(frozen=True)
+class GridBody:
+    """A decode request's body, read and checked: its grids (JSON, parsed) or a stream whose header
+    is checked and whose payload is decoded only when `grids()` is awaited (inside the request's
+    deadline, in the thread pool when large: an entropy stream of large grids takes seconds)."""
+
+    shape: tuple[int, int, int]  # (N, h, w)
+    single: bool  # one bare grid was sent: one PNG may be answered
+    size: int  # bytes of body
+    parsed: np.ndarray | None = None
+    stream: Callable[[], np.ndarray] | None = None
+
+    async def grids(self) -> np.ndarray:
+        if self.parsed is not None:
+            return self.parsed
+        assert self.stream is not None
+        return await off_loop(self.stream, heavy=self.size > INLINE_BODY_BYTES)
+
+
+async def off_loop(work: Callable[[], T], heavy: bool) -> T:
+    """Run `work` on the event loop when light (a thread hop costs more), else in the thread pool,
+    so that probes and other requests are served meanwhile."""
+    return await run_in_threadpool(work) if heavy else work()
+
+
+async def _stream_body(body: bytes, m: Manifest, entropy: EntropyModel | None, settings: Settings,
+                       reserve: Reserve) -> GridBody:
     header, _ = parse_header(unseal(body))
     _check_stream_header(header, m, settings)
     await reserve(len(body) + stream_decode_bytes(header.count, header.height, header.width,
                                                   header.kind is Kind.ENTROPY),
                   f"decoding a stream of {header.count} grid(s) of {header.height}×{header.width}")
-    return decode_stream(body, m, entropy, lambda h: _check_stream_header(h, m, settings))
+
+    def decode() -> np.ndarray:
+        return decode_stream(body, m, entropy, lambda h: _check_stream_header(h, m, settings))
+
+    return GridBody((header.count, header.height, header.width), header.count == 1, len(body), stream=decode)
 
 
 async def read_grids(request: Request, m: Manifest, entropy: EntropyModel | None, settings: Settings,
-                     reserve: Reserve) -> tuple[np.ndarray, bool, int]:
-    """The code grids of a decode request (JSON or a packed/entropy stream), checked against the model.
-
-    -> int64 (N, h, w), whether one bare grid was sent (so one PNG may be answered), the body's size.
-    The caller has reserved memory for parsing the body (working_set.body_bytes)."""
+                     reserve: Reserve) -> GridBody:
+    """The code grids of a decode request (JSON or a packed/entropy stream), checked against the model
+    and its limits. The caller has reserved memory for parsing the body (working_set.body_bytes)."""
     kind = media_type(request)
-    if kind == "application/octet-stream":
-        body = await request.body()
-        grids = await grids_from_stream(body, m, entropy, settings, reserve)
-        single = len(grids) == 1
-    elif kind == "application/json":
-        body = await request.body()
-        grids, single = parse_code_grids(parse_json(body), m.codebook_size, settings.max_images)
-    else:
+    if kind not in ("application/octet-stream", "application/json"):
         raise UnsupportedMediaType('send application/json {"codes": [[...], ...]} or an application/octet-stream '
                                    "stream from /encode?format=packed|entropy")
-    check_grid_size(m, grids.shape[1], grids.shape[2], settings.max_pixels)
-    return grids, single, len(body)
+    body = await request.body()
+    if kind == "application/octet-stream":
+        grid_body = await _stream_body(body, m, entropy, settings, reserve)
+    else:
+        def parse() -> tuple[np.ndarray, bool]:
+            return parse_code_grids(parse_json(body), m.codebook_size, settings.max_images)
+
+        grids, single = await off_loop(parse, heavy=len(body) > INLINE_BODY_BYTES)
+        n, h, w = grids.shape
+        grid_body = GridBody((n, h, w), single, len(body), parsed=grids)
+    check_grid_size(m, grid_body.shape[1], grid_body.shape[2], settings.max_pixels)
+    return grid_body

@@ -202,3 +202,28 @@ def test_concurrent_large_requests_share_the_budget(start_server: StartServer) -
     statuses = asyncio.run(main())
     assert statuses == [200] * 4, statuses
     assert kib_of(server, "VmHWM") / 1024 - baseline <= 96 * 1.1
+
+
+def test_probes_are_answered_while_a_long_request_runs(bounded: ServerProcess) -> None:
+    """An entropy stream of large grids takes seconds to decode: in the thread pool, never on the
+    event loop, so /livez keeps answering (a blocked loop would fail Kubernetes' liveness probe)."""
+    manifest = load_manifest(SHIPPED_MODELS / "mnist")
+    from contract.entropy_model import EntropyModel
+
+    entropy = EntropyModel.load(SHIPPED_MODELS / "mnist" / manifest.entropy_model.path)  # type: ignore[union-attr]
+    stream = encode_stream(np.random.default_rng(3).integers(0, 512, (2, 400, 400)), Kind.ENTROPY, manifest, entropy)
+
+    async def main() -> tuple[int, list[float]]:
+        async with httpx.AsyncClient(base_url=bounded.url, timeout=120) as client:
+            long = asyncio.create_task(client.post("/decode", content=stream,
+                                                   headers={"content-type": "application/octet-stream"}))
+            waits = []
+            while not long.done():
+                started = asyncio.get_running_loop().time()
+                assert (await client.get("/livez", timeout=2)).status_code == 200
+                waits.append(asyncio.get_running_loop().time() - started)
+                await asyncio.sleep(0.1)
+            return (await long).status_code, waits
+
+    status, waits = asyncio.run(main())
+    assert status == 200 and len(waits) >= 10, (status, len(waits))  # it ran for a while, probes throughout

@@ -53,7 +53,7 @@ def encode(model: ServedModel, data: bytes) -> tuple[np.ndarray, bool]:
 
 
 def decode(model: ServedModel, grids: np.ndarray) -> tuple[list[bytes], bool]:
-    plan = plan_decode(model, 0, grids, png_response=False)
+    plan = plan_decode(model, 0, grids.shape, png_response=False)
     return asyncio.run(run_decode(model, grids, plan)), plan.tiles is not None
 
 

@@ -30,7 +30,7 @@ from service.api.request_scope import body_deadline, for_client, prefers_png
 from service.config import Settings
 from service.inference.working_set import body_bytes
 from service.inputs.bodies import media_type, read_images
-from service.inputs.grids import read_grids
+from service.inputs.grids import off_loop, read_grids
 from service.inputs.images import Resize
 from service.workflows import plan_decode, plan_encode, run_decode, run_encode
 
@@ -44,6 +44,7 @@ FormatQuery = Annotated[OutputFormat, Query(
     description="`json` (default): lists of ints; `packed`: ceil(log2 K) bits per code; `entropy`: range-coded. "
                 "Both binary formats are application/octet-stream streams that /decode accepts")]
 STREAM_KINDS = {"packed": Kind.PACKED, "entropy": Kind.ENTROPY}
+INLINE_CODES = 64 * 49  # responses of up to 64 digits' codes are written on the event loop
 
 
 def codes_json(m: Manifest, codes: np.ndarray) -> bytes:
@@ -72,10 +73,12 @@ async def encode(request: Request, target: CodecTarget, resize: Resize, output: 
             await held.grow_to(plan.working_bytes, plan.what)
             work = run_encode(model, uploads, resize, plan, settings)
             codes = await for_client(request, work, plan.deadline_s(settings))  # (N, h, w) int64
+            heavy = codes.size > INLINE_CODES  # an entropy coder or JSON writer taking long: off the loop
             if output != "json":
-                stream = encode_stream(codes, STREAM_KINDS[output], m, model.runtime.entropy)
+                stream = await off_loop(lambda: encode_stream(codes, STREAM_KINDS[output], m, model.runtime.entropy),
+                                        heavy)
                 return Response(stream, media_type="application/octet-stream")
-            return Response(codes_json(m, codes), media_type="application/json")
+            return Response(await off_loop(lambda: codes_json(m, codes), heavy), media_type="application/json")
 
 
 async def decode(request: Request, target: CodecTarget) -> Response:
@@ -85,11 +88,15 @@ async def decode(request: Request, target: CodecTarget) -> Response:
     with target.gate.admit():  # 429 before the body is read when too many requests are in progress
         async with target.memory.hold(reading, "reading the request body") as held:
             async with body_deadline(settings.body_timeout_s):
-                grids, single, size = await read_grids(request, m, model.runtime.entropy, settings,
-                                                       held.grow_to)  # (N, h, w) int64
-            plan = plan_decode(model, size, grids, png_response=single and png_wanted)
+                body = await read_grids(request, m, model.runtime.entropy, settings, held.grow_to)
+            single = body.single
+            plan = plan_decode(model, body.size, body.shape, png_response=single and png_wanted)
             await held.grow_to(plan.working_bytes, plan.what)
-            pngs = await for_client(request, run_decode(model, grids, plan), plan.deadline_s(settings))
+
+            async def work() -> list[bytes]:
+                return await run_decode(model, await body.grids(), plan)  # grids: (N, h, w) int64
+
+            pngs = await for_client(request, work(), plan.deadline_s(settings))
             if single and png_wanted:
                 return Response(pngs[0], media_type="image/png")
             return JSONResponse({"model": m.name, "version": m.version,

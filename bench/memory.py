@@ -5,6 +5,7 @@
     python -m bench.memory --data-dir ../shared/data --set memory_budget_mb=300   # VQVAE_* settings
     python -m bench.memory --data-dir ../shared/data --url http://127.0.0.1:8000 --check   # a running
         service (the container under a 1 GB limit): every answer must be 200 or 4xx
+    python -m bench.memory --arena                  # what turning onnxruntime's CPU arena off costs
 
 Each request goes alone to a fresh server (python -m service, one worker); its peak RSS comes from
 the kernel (VmHWM, reset through /proc/PID/clear_refs just before the request). A watchdog kills a
@@ -209,6 +210,31 @@ def check_service(url: str, data_dir: Path, concurrent: int) -> int:
     return 1 if failures or ready != 200 else 0
 
 
+def arena_cost(model_dir: Path = SHIPPED_MODELS / "mnist") -> list[str]:
+    """Encoder run time with onnxruntime's CPU arena on and off (what turning it off costs), side by side."""
+    import onnxruntime as ort
+
+    from service.inference.runtime import session_options
+
+    rows = ["| batch | arena on (µs per run) | arena off (µs per run) |", "|---:|---:|---:|"]
+    for batch in (1, 64):
+        x = np.random.default_rng(0).random((batch, 1, 28, 28), dtype=np.float32)
+        times = []
+        for arena in (True, False):
+            options = session_options(1)
+            options.enable_cpu_mem_arena = arena
+            session = ort.InferenceSession(str(model_dir / "encoder.onnx"), options, providers=["CPUExecutionProvider"])
+            runs = 3000 if batch == 1 else 100
+            for _ in range(50):
+                session.run(None, {"image": x})
+            started = time.perf_counter()
+            for _ in range(runs):
+                session.run(None, {"image": x})
+            times.append((time.perf_counter() - started) / runs * 1e6)
+        rows.append(f"| {batch} | {times[0]:.0f} | {times[1]:.0f} |")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -220,9 +246,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", help="measure nothing; check a running service at this URL (with --check)")
     parser.add_argument("--check", action="store_true")
     parser.add_argument("--concurrent", type=int, default=2, help="with --check: copies of every probe sent at once")
+    parser.add_argument("--arena", action="store_true", help="only time encoder runs with the arena on and off")
     args = parser.parse_args(argv)
     if args.url:
         return check_service(args.url.rstrip("/"), args.data_dir, args.concurrent)
+    if args.arena:
+        print("\n".join(arena_cost()))
+        return 0
     settings = dict(item.split("=", 1) for item in args.set)
     logs = Path(tempfile.gettempdir()) / "vqvae-bench-memory"
     print(f"root {args.root}, settings {settings or 'defaults'}\n")

@@ -1,6 +1,11 @@
 """Evaluate a VQ-VAE on a test set: quality (MSE, PSNRs, SSIM) and codebook use.
 
     python -m training.evaluate runs/mnist/ckpt.pt --out runs/mnist/eval.json
+    python -m training.evaluate runs/tiny/ckpt.pt --dataset ../shared/data/kodak --grid kodak.png
+
+The test set: the built-in set's test split, the run's validation set (its --val-dataset or the
+fraction it held out, as recorded in the checkpoint), or any folder / shards given with --dataset.
+Whole images, cut at the bottom and right to multiples of 4; PSNR over every channel (RGB).
 """
 
 from __future__ import annotations
@@ -8,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,83 +22,139 @@ import torch
 from PIL import Image
 
 from training.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
-from training.data import DataError, load_split
-from training.metrics import code_statistics, image_quality, to_uint8
-from training.model import VQVAE
+from training.data import DATASETS, DataError, load_split
+from training.loader import fit_to_grid, holdout, source_eval_images
+from training.metrics import QualityTally, code_statistics, image_quality, to_uint8
+from training.model import DOWNSAMPLE, VQVAE
+from training.sources import SourceError, open_source
 
 
 @torch.no_grad()
 def reconstruct(model: VQVAE, images_u8: np.ndarray, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 (N, H, W) -> float reconstructions (N, H, W) in [0, 1] and indices (N, H/4, W/4).
-
-    Batches go to the model's device (a GPU when it trained there) and results come back to the CPU.
-    """
+    """uint8 (N, H, W) or (N, H, W, C) -> float reconstructions of the same shape in [0, 1] and
+    indices (N, H/4, W/4). Batches go to the model's device and results come back to the CPU."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    channel_last = images_u8 if images_u8.ndim == 4 else images_u8[..., None]  # (N, H, W, C)
     recons, codes = [], []
-    for start in range(0, len(images_u8), batch_size):
-        x = torch.tensor(images_u8[start : start + batch_size], device=device).float().div_(255).unsqueeze(1)
-        indices = model.encode_to_indices(x)  # (B, h, w) from x (B, 1, H, W)
-        recons.append(model.decode_from_indices(indices)[:, 0].cpu().numpy())
+    for start in range(0, len(channel_last), batch_size):
+        x = torch.tensor(channel_last[start : start + batch_size], device=device).permute(0, 3, 1, 2)
+        indices = model.encode_to_indices(x.float().div_(255))  # (B, h, w) from x (B, C, H, W)
+        recons.append(model.decode_from_indices(indices).permute(0, 2, 3, 1).cpu().numpy())
         codes.append(indices.cpu().numpy())
     model.train(was_training)
-    return np.concatenate(recons), np.concatenate(codes)
+    recon = np.concatenate(recons)
+    return (recon if images_u8.ndim == 4 else recon[..., 0]), np.concatenate(codes)
 
 
 def evaluate_model(model: VQVAE, images_u8: np.ndarray) -> dict[str, Any]:
+    """Images of one size, in memory: (N, H, W) or (N, H, W, C) uint8."""
     recon, indices = reconstruct(model, images_u8)
-    return {
-        "images": len(images_u8),
-        **image_quality(images_u8, recon),
-        **code_statistics(indices, model.cfg.codebook_size),
-    }
+    return {"images": len(images_u8), **image_quality(images_u8, recon),
+            **code_statistics(indices, model.cfg.codebook_size)}
+
+
+def same_size_chunks(images: Iterable[np.ndarray], limit: int = 256) -> Iterator[np.ndarray]:
+    """(H, W, C) images -> stacks (n, H, W, C) of consecutive images of one size, n <= limit."""
+    chunk: list[np.ndarray] = []
+    for image in images:
+        if chunk and (image.shape != chunk[0].shape or len(chunk) == limit):
+            yield np.stack(chunk)
+            chunk = []
+        chunk.append(image)
+    if chunk:
+        yield np.stack(chunk)
+
+
+def evaluate_images(model: VQVAE, images: Iterable[np.ndarray]) -> dict[str, Any]:
+    """Any number of (H, W, C) uint8 images of any sizes (multiples of 4), a chunk at a time."""
+    tally = QualityTally(model.cfg.codebook_size)
+    for chunk in same_size_chunks(images):
+        recon, indices = reconstruct(model, chunk, batch_size=max(1, 500 * 784 // (chunk.shape[1] * chunk.shape[2])))
+        tally.add(chunk, recon, indices)
+    return tally.result()
 
 
 def save_reconstruction_grid(originals_u8: np.ndarray, recon: np.ndarray, path: Path, columns: int = 16) -> None:
-    """PNG of rows of originals each directly above its row of reconstructions, 2 px gutters."""
+    """PNG of rows of originals each directly above its row of reconstructions, 2 px gutters; grey
+    (N, H, W) or colour (N, H, W, 3)."""
+    columns = min(columns, len(originals_u8))
     n = (len(originals_u8) // columns) * columns
-    h, w = originals_u8.shape[1:]
+    h, w = originals_u8.shape[1:3]
     rows = []
     for start in range(0, n, columns):
         rows.append(originals_u8[start : start + columns])
         rows.append(to_uint8(recon[start : start + columns]))
     pad = 2
-    canvas = np.full((len(rows) * (h + pad) + pad, columns * (w + pad) + pad), 128, np.uint8)
+    canvas = np.full((len(rows) * (h + pad) + pad, columns * (w + pad) + pad, *originals_u8.shape[3:]), 128, np.uint8)
     for r, row in enumerate(rows):
         for c, tile in enumerate(row):
             y, x = pad + r * (h + pad), pad + c * (w + pad)
             canvas[y : y + h, x : x + w] = tile
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(canvas).save(path)
+    Image.fromarray(canvas[..., 0] if canvas.ndim == 3 and canvas.shape[2] == 1 else canvas).save(path)
+
+
+def grid_images(images: Iterable[np.ndarray], count: int = 32) -> np.ndarray:
+    """The first `count` images that share the first one's size, stacked (N, H, W, C)."""
+    chosen: list[np.ndarray] = []
+    for image in images:
+        if not chosen or image.shape == chosen[0].shape:
+            chosen.append(image)
+        if len(chosen) == count:
+            break
+    return np.stack(chosen)
+
+
+def evaluation_images(config: dict[str, Any], dataset: str | None, data_dir: str | None,
+                      channels: int) -> Iterator[np.ndarray]:
+    """The test images of a run (see the module docstring), as (H, W, C) uint8."""
+    if dataset is None and config["dataset"] in DATASETS:
+        dataset = config["dataset"]
+    if dataset in DATASETS:
+        yield from load_split(dataset, "test", data_dir)[0][..., None]
+        return
+    if dataset is not None:
+        source = open_source(dataset)
+        yield from source_eval_images(source, np.arange(len(source)), channels, DOWNSAMPLE, None)
+        return
+    source = open_source(config.get("val_dataset") or config["dataset"])
+    if config.get("val_dataset"):
+        indices = np.arange(len(source))
+    else:
+        indices = holdout(len(source), config["val_fraction"], config["val_limit"], config["seed"])[1]
+    yield from (fit_to_grid(image, DOWNSAMPLE) for image in source_eval_images(source, indices, channels,
+                                                                                 DOWNSAMPLE, None))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint")
-    parser.add_argument("--dataset", help="default: the data set the checkpoint was trained on")
-    parser.add_argument("--data-dir", help="default: $VQVAE_DATA_DIR or the user cache dir")
+    parser.add_argument("--dataset", help="a built-in name, folder or shards (default: the run's test set)")
+    parser.add_argument("--data-dir", help="for built-in sets: default $VQVAE_DATA_DIR or the user cache dir")
     parser.add_argument("--out", type=Path, help="write the metrics JSON here (also printed)")
     parser.add_argument("--grid", type=Path, help="write a reconstruction grid PNG here")
     args = parser.parse_args(argv)
     try:
         ckpt = load_checkpoint(args.checkpoint)
-        dataset = args.dataset or ckpt["config"]["dataset"]
-        images, _ = load_split(dataset, "test", args.data_dir)
-    except (CheckpointError, DataError) as exc:
+        model = model_from_checkpoint(ckpt)
+        channels = model.cfg.in_channels
+        metrics = {"dataset": args.dataset or ckpt["config"].get("val_dataset") or ckpt["config"]["dataset"],
+                   "split": "test", **evaluate_images(model, evaluation_images(ckpt["config"], args.dataset,
+                                                                         args.data_dir, channels))}
+        if args.grid:
+            originals = grid_images(evaluation_images(ckpt["config"], args.dataset, args.data_dir, channels))
+            save_reconstruction_grid(originals, reconstruct(model, originals)[0], args.grid)
+    except (CheckpointError, DataError, SourceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    model = model_from_checkpoint(ckpt)
-    metrics = {"dataset": dataset, "split": "test", **evaluate_model(model, images)}
     text = json.dumps(metrics, indent=2)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")
-    if args.grid:
-        recon, _ = reconstruct(model, images[:64])
-        save_reconstruction_grid(images[:64], recon, args.grid)
     return 0
 
 

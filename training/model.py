@@ -25,7 +25,7 @@ DOWNSAMPLE = 4  # two stride-2 stages
 
 @dataclass
 class ModelConfig:
-    in_channels: int = 1
+    in_channels: int = 0  # 1 grey, 3 RGB; 0: from the data (the trainer records what it chose)
     hidden: int = 64  # channels of the convolutional trunk
     res_blocks: int = 2  # residual blocks on each side of the bottleneck
     res_hidden: int = 32  # bottleneck width inside a residual block
@@ -71,7 +71,7 @@ class Encoder(nn.Module):
         super().__init__()
         h = cfg.hidden
         self.net = nn.Sequential(
-            nn.Conv2d(cfg.in_channels, h // 2, 4, stride=2, padding=1),  # (N, h/2, H/2, W/2)
+            nn.Conv2d(cfg.in_channels or 1, h // 2, 4, stride=2, padding=1),  # (N, h/2, H/2, W/2)
             nn.ReLU(),
             nn.Conv2d(h // 2, h, 4, stride=2, padding=1),  # (N, h, H/4, W/4)
             nn.ReLU(),
@@ -97,7 +97,7 @@ class Decoder(nn.Module):
             nn.ReLU(),
             nn.ConvTranspose2d(h, h // 2, 4, stride=2, padding=1),  # (N, h/2, 2h, 2w)
             nn.ReLU(),
-            nn.ConvTranspose2d(h // 2, cfg.in_channels, 4, stride=2, padding=1),  # (N, C, 4h, 4w)
+            nn.ConvTranspose2d(h // 2, cfg.in_channels or 1, 4, stride=2, padding=1),  # (N, C, 4h, 4w)
         )
 
     def forward(self, z_q: torch.Tensor) -> torch.Tensor:

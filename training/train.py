@@ -18,7 +18,7 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +29,23 @@ from tqdm import tqdm
 
 from training.checkpoint import CheckpointError, load_checkpoint, model_config_from, save_checkpoint
 from training.cli import add_dataclass_arguments, build_config
-from training.data import DataError, load_split
-from training.evaluate import evaluate_model, reconstruct, save_reconstruction_grid
-from training.model import VQVAE, ModelConfig
+from training.data import DATASETS, DataError
+from training.evaluate import evaluate_images, grid_images, reconstruct, save_reconstruction_grid
+from training.loader import SourceSpec, TrainingData, builtin_data, source_data
+from training.model import DOWNSAMPLE, VQVAE, ModelConfig
+from training.sources import SourceError
 
 
 @dataclass
 class TrainConfig:
-    dataset: str = "mnist"
-    data_dir: str | None = None  # default: $VQVAE_DATA_DIR or the user cache dir
+    dataset: str = "mnist"  # a built-in set (mnist, fashion-mnist), a folder of images, tar shards (glob, {a..b})
+    data_dir: str | None = None  # for built-in sets: default $VQVAE_DATA_DIR or the user cache dir
+    val_dataset: str | None = None  # folder or shards to evaluate on; default: a held-out part of the training set
+    val_fraction: float = 0.05  # held out of a folder or shard source when there is no val_dataset ...
+    val_limit: int = 5000  # ... at most this many images
+    crop: int | None = None  # training crop side (multiple of 4); default: the images' own size if they share one
+    flip: bool = True  # random horizontal flips of training crops (image sources)
+    workers: int = 2  # DataLoader processes decoding image sources (0: in the training process)
     out_dir: str = "runs/mnist"
     seed: int = 0
     max_steps: int = 5500  # about 9 minutes on 2 CPU cores in float32 (docs/training.md)
@@ -126,24 +134,6 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
 # -- data order and learning rate: pure functions of the step, so resume needs no loader state ----
 
 
-class BatchOrder:
-    """Epoch-wise permutations seeded by (seed, epoch); rank r takes slice r of each global batch."""
-
-    def __init__(self, n: int, batch_size: int, seed: int, rt: Runtime) -> None:
-        self.n, self.batch_size, self.seed, self.rt = n, batch_size, seed, rt
-        self.steps_per_epoch = n // batch_size
-        self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
-
-    def indices(self, step: int) -> torch.Tensor:
-        epoch, position = divmod(step, self.steps_per_epoch)
-        if epoch != self._epoch:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=generator)
-        local = self.batch_size // self.rt.world
-        start = position * self.batch_size + self.rt.rank * local
-        return self._perm[start : start + local]
-
-
 def learning_rate(cfg: TrainConfig, step: int) -> float:
     """Linear warm-up, then cosine decay to lr * min_lr_ratio at max_steps."""
     if step < cfg.warmup_steps:
@@ -161,7 +151,8 @@ def restore(cfg: TrainConfig, model: VQVAE, optimizer: torch.optim.Optimizer) ->
     ckpt = load_checkpoint(Path(cfg.out_dir) / "ckpt.pt")
     stored = ckpt["config"]
     if model_config_from(ckpt) != cfg.model or any(
-        stored[k] != getattr(cfg, k) for k in ("dataset", "seed", "max_steps", "batch_size", "lr")
+        stored.get(k) != getattr(cfg, k) for k in ("dataset", "seed", "max_steps", "batch_size", "lr", "crop",
+                                                   "val_dataset")
     ):
         raise CheckpointError(f"{cfg.out_dir}/ckpt.pt was made with a different config; resume with the same flags")
     model.load_state_dict(ckpt["model"])
@@ -188,10 +179,11 @@ def cuda_rng_state(model: VQVAE) -> torch.Tensor | None:
     return torch.cuda.get_rng_state(device) if device.type == "cuda" else None
 
 
-def checkpoint_payload(cfg: TrainConfig, model: VQVAE, optimizer: torch.optim.Optimizer,
-                       step: int, seconds: float, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+def checkpoint_payload(cfg: TrainConfig, model: VQVAE, optimizer: torch.optim.Optimizer, step: int,
+                       seconds: float, data: dict[str, Any], metrics: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "config": asdict(cfg),
+        "data": data,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "rng": torch.get_rng_state(),
@@ -239,23 +231,77 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torc
     return stats, indices
 
 
-def evaluate_and_log(cfg: TrainConfig, model: VQVAE, test_images: Any, step: int, log: MetricsLog,
-                     n_images: int) -> dict[str, Any]:
-    metrics = evaluate_model(model, test_images[:n_images])
+def evaluate_and_log(cfg: TrainConfig, model: VQVAE, data: TrainingData, step: int, log: MetricsLog,
+                     n_images: int | None) -> dict[str, Any]:
+    metrics = evaluate_images(model, data.eval_images(n_images))
     log.write(kind="eval", step=step, **metrics)
-    recon, _ = reconstruct(model, test_images[:32])
-    save_reconstruction_grid(test_images[:32], recon, Path(cfg.out_dir) / f"recon_step{step:06d}.png")
+    originals = grid_images(data.eval_images(64))  # (n, H, W, C): 32 in colour would be few pixels
+    recon, _ = reconstruct(model, originals)
+    save_reconstruction_grid(originals, recon, Path(cfg.out_dir) / f"recon_step{step:06d}.png")
     return metrics
 
 
+def training_data(cfg: TrainConfig, rt: Runtime) -> TrainingData:
+    if cfg.dataset in DATASETS:
+        return builtin_data(cfg.dataset, cfg.data_dir, cfg.model.in_channels, cfg.batch_size, cfg.seed, rt.rank,
+                            rt.world)
+    spec = SourceSpec(cfg.dataset, cfg.val_dataset, cfg.val_fraction, cfg.val_limit, cfg.model.in_channels,
+                      cfg.crop, cfg.flip, cfg.workers, cfg.batch_size // rt.world * rt.world, cfg.seed)
+    return source_data(spec, rt.rank, rt.world, DOWNSAMPLE, pin=rt.device.type == "cuda")
+
+
+class SkippedImages:
+    """Unreadable training images: one warning per image (named), and a count for the metrics."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled, self.seen, self.count = enabled, set[str](), 0
+
+    def note(self, problems: list[str]) -> None:
+        for problem in problems:
+            self.count += 1
+            if problem not in self.seen and self.enabled:
+                print(f"warning: skipped an unreadable image: {problem}", file=sys.stderr)
+            self.seen.add(problem)
+
+
+def run_loop(cfg: TrainConfig, rt: Runtime, model: VQVAE, wrapped: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             data: TrainingData, step: int, end: int, started: float) -> int:
+    """Steps [step, end) with logging, periodic evaluation and checkpoints; -> the step reached."""
+    out, log = Path(cfg.out_dir), MetricsLog(Path(cfg.out_dir) / "metrics.jsonl", rt.is_main)
+    bar = tqdm(total=end, initial=step, disable=not (cfg.progress and rt.is_main), dynamic_ncols=True)
+    skipped = SkippedImages(rt.is_main)
+    for x_u8, problems in data.batches(step, end):
+        skipped.note(problems)
+        step += 1
+        bar.update(1)
+        if x_u8.numel() == 0:  # every image of this batch was unreadable
+            continue
+        x = x_u8.to(rt.device, non_blocking=True).float().div_(255)
+        x = x.contiguous(memory_format=torch.channels_last)  # (B, C, H, W)
+        stats, indices = train_step(wrapped, optimizer, x, learning_rate(cfg, step - 1), cfg.amp)
+        if step % cfg.log_interval == 0 or step == end:
+            codes = int(indices.unique().numel())
+            bar.set_postfix(loss=f"{stats['loss']:.4f}", psnr=f"{stats['psnr']:.2f}", codes=codes)
+            log.write(kind="train", step=step, lr=learning_rate(cfg, step - 1), codes_in_batch=codes,
+                      skipped_images=skipped.count, seconds=round(time.perf_counter() - started, 2), **stats)
+        if rt.is_main and step % cfg.eval_interval == 0 and step < cfg.max_steps:
+            evaluate_and_log(cfg, model, data, step, log, cfg.eval_images)
+        if rt.is_main and step % cfg.checkpoint_interval == 0 and step < end:
+            save_checkpoint(out / "ckpt.pt", checkpoint_payload(cfg, model, optimizer, step,
+                                                                time.perf_counter() - started, data.record))
+    bar.close()
+    return step
+
+
 def main(cfg: TrainConfig) -> TrainResult:
-    """Train to cfg.max_steps (or stop early at cfg.stop_after) and evaluate on the full test set."""
+    """Train to cfg.max_steps (or stop early at cfg.stop_after) and evaluate on the whole test set."""
     rt = setup_runtime(cfg)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    train_images = torch.tensor(load_split(cfg.dataset, "train", cfg.data_dir)[0]).unsqueeze(1)  # (N, 1, 28, 28) u8
-    test_images = load_split(cfg.dataset, "test", cfg.data_dir)[0]  # (10000, 28, 28) uint8
+    data = training_data(cfg, rt)
+    cfg = replace(cfg, crop=None if cfg.dataset in DATASETS else data.size,
+                  model=replace(cfg.model, in_channels=data.channels))  # what the data decided, recorded
 
     model = VQVAE(cfg.model).to(rt.device, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -264,37 +310,19 @@ def main(cfg: TrainConfig) -> TrainResult:
     if rt.world > 1:  # buffers are kept equal by the quantizer's own all-reduce, not re-broadcast
         wrapped = DistributedDataParallel(model, broadcast_buffers=False,
                                           device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
-    order = BatchOrder(len(train_images), cfg.batch_size, cfg.seed, rt)
-    log = MetricsLog(out / "metrics.jsonl", rt.is_main)
     end = min(cfg.max_steps, cfg.stop_after or cfg.max_steps)
-    bar = tqdm(total=end, initial=step, disable=not (cfg.progress and rt.is_main), dynamic_ncols=True)
     started = time.perf_counter() - seconds
-
-    while step < end:
-        x = train_images[order.indices(step)].to(rt.device, non_blocking=True).float().div_(255)
-        x = x.contiguous(memory_format=torch.channels_last)  # (B, 1, 28, 28)
-        stats, indices = train_step(wrapped, optimizer, x, learning_rate(cfg, step), cfg.amp)
-        step += 1
-        bar.update(1)
-        if step % cfg.log_interval == 0 or step == end:
-            codes = int(indices.unique().numel())
-            bar.set_postfix(loss=f"{stats['loss']:.4f}", psnr=f"{stats['psnr']:.2f}", codes=codes)
-            log.write(kind="train", step=step, lr=learning_rate(cfg, step - 1), codes_in_batch=codes,
-                      seconds=round(time.perf_counter() - started, 2), **stats)
-        if rt.is_main and step % cfg.eval_interval == 0 and step < cfg.max_steps:
-            evaluate_and_log(cfg, model, test_images, step, log, cfg.eval_images)
-        if rt.is_main and step % cfg.checkpoint_interval == 0 and step < end:
-            save_checkpoint(out / "ckpt.pt", checkpoint_payload(cfg, model, optimizer, step,
-                                                                time.perf_counter() - started))
-    bar.close()
+    step = run_loop(cfg, rt, model, wrapped, optimizer, data, step, end, started)
     seconds = time.perf_counter() - started
     metrics: dict[str, Any] = {}
     if rt.is_main:
         if step == cfg.max_steps:
-            metrics = {"dataset": cfg.dataset, "split": "test", "step": step, "train_seconds": round(seconds, 1),
-                       **evaluate_and_log(cfg, model, test_images, step, log, len(test_images))}
+            log = MetricsLog(out / "metrics.jsonl", True)
+            metrics = {"dataset": cfg.val_dataset or cfg.dataset, "split": "test", "step": step,
+                       "train_seconds": round(seconds, 1), **evaluate_and_log(cfg, model, data, step, log, None)}
             (out / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        save_checkpoint(out / "ckpt.pt", checkpoint_payload(cfg, model, optimizer, step, seconds, metrics or None))
+        save_checkpoint(out / "ckpt.pt", checkpoint_payload(cfg, model, optimizer, step, seconds, data.record,
+                                                            metrics or None))
     if rt.world > 1:
         dist.barrier()
         dist.destroy_process_group()
@@ -311,7 +339,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
 def cli(argv: list[str] | None = None) -> int:
     try:
         metrics = main(parse_args(argv)).metrics
-    except (DataError, CheckpointError, ValueError) as exc:
+    except (DataError, CheckpointError, SourceError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if metrics:

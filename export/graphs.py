@@ -30,10 +30,10 @@ OPSET = 20
 class EncoderGraph(nn.Module):
     def __init__(self, model: VQVAE) -> None:
         super().__init__()
-        self.encoder = model.encoder
+        self.encoder, self.offset = model.encoder, model.offset
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        latent: torch.Tensor = self.encoder(image)  # (N, C, H, W) -> (N, D, H/4, W/4)
+        latent: torch.Tensor = self.encoder(image - self.offset)  # (N, C, H, W) -> (N, D, H/4, W/4)
         return latent
 
 
@@ -51,11 +51,14 @@ class QuantizerGraph(nn.Module):
 
     def __init__(self, model: VQVAE) -> None:
         super().__init__()
-        codebook = model.quantizer.codebook.detach()  # (K, D)
+        codebook = model.quantizer.codes.detach()  # (K, D), unit rows for a cosine quantizer
+        self.cosine = model.quantizer.cosine
         self.register_buffer("scaled_codebook_t", (-2 * codebook).t().contiguous())  # (D, K)
         self.register_buffer("code_norms", codebook.pow(2).sum(1))  # (K,)
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        if self.cosine:  # the latent's own length does not change its nearest unit code, but its norm does
+            latent = torch.nn.functional.normalize(latent, dim=1)
         n, d, h, w = latent.shape
         flat = latent.permute(0, 2, 3, 1).reshape(-1, d)  # (N*h*w, D)
         scores = torch.addmm(self.code_norms, flat, self.scaled_codebook_t)  # (N*h*w, K): ‖e‖² − 2 z·e
@@ -113,12 +116,12 @@ class DecoderGraph(nn.Module):
 
     def __init__(self, model: VQVAE, upsample: Upsample = "transpose") -> None:
         super().__init__()
-        self.quantizer = model.quantizer
+        self.quantizer, self.offset = model.quantizer, model.offset
         self.decoder = with_subpixel_upsampling(model.decoder) if upsample == "subpixel" else model.decoder
 
     def forward(self, indices: torch.Tensor) -> torch.Tensor:
         vectors = self.quantizer.decode_from_indices(indices)  # (N, h, w) -> (N, D, h, w)
-        image: torch.Tensor = self.decoder(vectors).clamp(0, 1)  # (N, C, 4h, 4w)
+        image: torch.Tensor = (self.decoder(vectors) + self.offset).clamp(0, 1)  # (N, C, 4h, 4w)
         return image
 
 

@@ -48,6 +48,19 @@ class ParityReport:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def merged(self, other: ParityReport) -> ParityReport:
+        """Both measurements as one: the larger differences, the summed counts."""
+        total = self.indices_compared + other.indices_compared
+        mismatches = self.index_mismatches + other.index_mismatches
+        return ParityReport(
+            images=self.images + other.images,
+            latent_max_abs_diff=max(self.latent_max_abs_diff, other.latent_max_abs_diff),
+            image_max_abs_diff=max(self.image_max_abs_diff, other.image_max_abs_diff),
+            indices_compared=total, index_mismatches=mismatches, near_ties=self.near_ties + other.near_ties,
+            mismatches_outside_ties=self.mismatches_outside_ties + other.mismatches_outside_ties,
+            pipeline_index_mismatches=self.pipeline_index_mismatches + other.pipeline_index_mismatches,
+            index_match_fraction=1 - mismatches / max(1, total))
+
     def failures(self) -> list[str]:
         problems = []
         if not self.latent_max_abs_diff <= LATENT_TOLERANCE:
@@ -78,14 +91,16 @@ def near_tie_mask(latent: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def measure_parity(model: VQVAE, paths: dict[str, Path], images_u8: np.ndarray, batch: int = 500) -> ParityReport:
-    """Run PyTorch and onnxruntime side by side on uint8 images (N, H, W); -> the differences."""
+    """Run PyTorch and onnxruntime side by side on uint8 images (N, H, W[, C]); -> the differences."""
     model.eval()
     sessions = _sessions(paths)
     latent_diff = image_diff = 0.0
     mismatches = ties = outside = pipeline = total = 0
+    channel_last = images_u8 if images_u8.ndim == 4 else images_u8[..., None]  # (N, H, W, C)
     for start in range(0, len(images_u8), batch):
-        x = torch.tensor(images_u8[start : start + batch], dtype=torch.float32).div_(255).unsqueeze(1)  # (B,1,H,W)
-        latent = model.encoder(x)  # (B, D, h, w)
+        x = torch.tensor(channel_last[start : start + batch], dtype=torch.float32).div_(255).permute(0, 3, 1, 2)
+        x = x.contiguous()  # (B, C, H, W)
+        latent = model.encode(x)  # (B, D, h, w)
         indices = model.quantizer.quantize_indices(latent)  # (B, h, w)
         image = model.decode_from_indices(indices)  # (B, 1, H, W)
 
@@ -97,7 +112,7 @@ def measure_parity(model: VQVAE, paths: dict[str, Path], images_u8: np.ndarray, 
         latent_diff = max(latent_diff, float(np.abs(ort_latent - latent.numpy()).max()))
         image_diff = max(image_diff, float(np.abs(ort_image - image.numpy()).max()))
         differs = torch.from_numpy(ort_indices != indices.numpy())
-        tie = near_tie_mask(latent, model.quantizer.codebook)
+        tie = near_tie_mask(model.quantizer.prepare(latent), model.quantizer.codes)
         mismatches += int(differs.sum())
         ties += int(tie.sum())
         outside += int((differs & ~tie).sum())
@@ -110,9 +125,15 @@ def measure_parity(model: VQVAE, paths: dict[str, Path], images_u8: np.ndarray, 
     )
 
 
-def check_parity(model: VQVAE, paths: dict[str, Path], images_u8: np.ndarray) -> ParityReport:
-    """measure_parity, raising ParityError with every measured difference when a bound is broken."""
+def check_parity(model: VQVAE, paths: dict[str, Path], images_u8: np.ndarray,
+                 large_u8: np.ndarray | None = None) -> ParityReport:
+    """measure_parity on `images_u8` (the training size, in batches) and on `large_u8` (a larger
+    size, one image at a time and then all at once), raising ParityError with every measured
+    difference when a bound is broken."""
     report = measure_parity(model, paths, images_u8)
+    if large_u8 is not None:
+        report = report.merged(measure_parity(model, paths, large_u8, batch=1))
+        report = report.merged(measure_parity(model, paths, large_u8, batch=len(large_u8)))
     problems = report.failures()
     if problems:
         raise ParityError(

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +39,9 @@ from export.graphs import OPSET, Upsample, export_graph, graph_specs, write_meta
 from export.parity import ParityReport, check_parity
 from export.resources import measure_resources
 from training.checkpoint import load_checkpoint, model_from_checkpoint
-from training.data import load_split
-from training.evaluate import evaluate_model, reconstruct, save_reconstruction_grid
+from training.data import DATASETS, load_split
+from training.evaluate import evaluate_images, evaluate_model, evaluation_images, reconstruct, save_reconstruction_grid
+from training.loader import center_crops, training_crops, upscaled
 from training.model import DOWNSAMPLE, VQVAE
 
 PLACEHOLDER_SHA = "0" * 64
@@ -46,15 +49,21 @@ GRID_PREVIEW = "reconstructions.png"
 WEIGHTS = "checkpoint.pt"
 
 
+def native_size(config: dict[str, Any]) -> int:
+    """The side of the images a run trained on: its crop, or 28 for the built-in sets."""
+    return int(config.get("crop") or 28)
+
+
 def draft_manifest(ckpt: dict[str, Any], model: VQVAE, name: str, version: str) -> Manifest:
     """Every manifest field but the final sha256s and measurements."""
     cfg, train = model.cfg, ckpt["config"]
     placeholder = FileSpec(path="x.onnx", sha256=PLACEHOLDER_SHA)
+    size = native_size(train)
     return Manifest(
         name=name, version=version, codebook_size=cfg.codebook_size, code_dim=cfg.code_dim,
         downsample=DOWNSAMPLE, fully_convolutional=True,
-        input=InputSpec(channels=cfg.in_channels, height=28, width=28),
-        grid=GridSpec(height=28 // DOWNSAMPLE, width=28 // DOWNSAMPLE),
+        input=InputSpec(channels=cfg.in_channels or 1, height=size, width=size),
+        grid=GridSpec(height=size // DOWNSAMPLE, width=size // DOWNSAMPLE),
         files=FilesSpec(encoder=placeholder, quantizer=placeholder, decoder=placeholder),
         metrics={},
         training=TrainingSpec(command=ckpt.get("command", ""), seed=train["seed"], steps=ckpt["step"],
@@ -79,7 +88,7 @@ def build_graphs(model: VQVAE, draft: Manifest, scratch: Path, upsample: Upsampl
 @torch.no_grad()
 def fit_entropy_model(model: VQVAE, train_images: np.ndarray, path: Path) -> None:
     """The static probability model for entropy-coded streams, fitted on the training set's codes."""
-    _, codes = reconstruct(model, train_images)  # (N, 7, 7)
+    _, codes = reconstruct(model, train_images)  # (N, h, w) at the native size
     positional, overall, left, above, betas = fit(codes, model.cfg.codebook_size)
     save_model(path, positional, overall, left, above, betas)
 
@@ -112,27 +121,57 @@ def publish(scratch: Path, out_dir: Path, manifest: Manifest) -> None:
     os.replace(tmp, out_dir / MANIFEST_NAME)
 
 
+@dataclass
+class ExportData:
+    """The images export measures with: test images at the native size (parity, preview), two
+    Kodak-sized ones (parity at a larger size), all test images (metrics) and training crops
+    (the entropy model)."""
+
+    native: np.ndarray  # (N, S, S) or (N, S, S, C) uint8
+    large: np.ndarray  # (2, 512, 768[, C]) uint8
+    test: Callable[[], Iterable[np.ndarray]]
+    train: np.ndarray  # (M, S, S[, C]) uint8
+    dataset: str
+
+
+def export_data(config: dict[str, Any], data_dir: str | None, channels: int, parity_images: int,
+                fit_images: int = 20000) -> ExportData:
+    size, dataset = native_size(config), config.get("val_dataset") or config["dataset"]
+    if config["dataset"] in DATASETS:
+        test = load_split(config["dataset"], "test", data_dir)[0]  # (10000, 28, 28)
+        native, train = test[:parity_images], load_split(config["dataset"], "train", data_dir)[0]
+        all_test: Callable[[], Iterable[np.ndarray]] = lambda: (image[..., None] for image in test)  # noqa: E731
+    else:
+        all_test = lambda: evaluation_images(config, None, data_dir, channels)  # noqa: E731
+        native = center_crops(all_test(), size, parity_images)
+        train = training_crops(config, channels, size, fit_images)
+    large = np.stack([upscaled(image, 512, 768) for image in native[:2]])
+    return ExportData(native, large, all_test, train, dataset)
+
+
 def export_checkpoint(checkpoint: Path, out_dir: Path, name: str | None = None, version: str = "1.0.0",
                       data_dir: str | None = None, parity_images: int = 10000,
                       upsample: Upsample = "transpose") -> Manifest:
     """The whole export; raises ParityError (writing nothing) when ONNX and PyTorch disagree."""
     ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt)
-    dataset = ckpt["config"]["dataset"]
-    test_images: np.ndarray = load_split(dataset, "test", data_dir)[0]
-    draft = draft_manifest(ckpt, model, name or dataset, version)
+    builtin = ckpt["config"]["dataset"] in DATASETS
+    data = export_data(ckpt["config"], data_dir, model.cfg.in_channels or 1, parity_images)
+    draft = draft_manifest(ckpt, model, name or (ckpt["config"]["dataset"] if builtin else out_dir.name), version)
     draft = draft.model_copy(update={"producer": {**draft.producer, "decoder_upsampling": upsample}})
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir.parent))
     try:
         paths = build_graphs(model, draft, scratch, upsample)
-        report = check_parity(model, paths, test_images[:parity_images])
+        report = check_parity(model, paths, data.native, data.large)
         resources = measure_resources(model, paths, DOWNSAMPLE)  # raises ParityError if tiles are not exact
-        metrics = {"dataset": dataset, "split": "test", **evaluate_model(model, test_images)}
-        recon, _ = reconstruct(model, test_images[:64])
-        save_reconstruction_grid(test_images[:64], recon, scratch / GRID_PREVIEW)
+        measured = evaluate_model(model, load_split(ckpt["config"]["dataset"], "test", data_dir)[0]) if builtin \
+            else evaluate_images(model, data.test())
+        metrics = {"dataset": data.dataset, "split": "test", **measured}
+        recon, _ = reconstruct(model, data.native[:64])
+        save_reconstruction_grid(data.native[:64], recon, scratch / GRID_PREVIEW)
         save_weights(ckpt, scratch / WEIGHTS)
-        fit_entropy_model(model, load_split(dataset, "train", data_dir)[0], scratch / COUNTS_FILE)
+        fit_entropy_model(model, data.train, scratch / COUNTS_FILE)
         manifest = finalise_manifest(draft, paths, scratch, report, metrics, resources)
         publish(scratch, out_dir, manifest)
     finally:

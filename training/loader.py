@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,8 +116,11 @@ def collate(items: list[tuple[np.ndarray | None, str]]) -> Batch:
 def source_batches(source: ImageSource, indices: np.ndarray, channels: int, crop: int, flip: bool,
                    batches: StepBatches, workers: int, pin: bool) -> Iterator[Batch]:
     """Decoded, cropped batches from `workers` processes (0: this one), in step order."""
+    # Its own generator: a DataLoader iterator otherwise draws its base seed from the global RNG,
+    # which the quantizer's restarts also draw from, and resume would no longer be exact.
     loader = DataLoader(CropDataset(source, channels, crop, flip), batch_sampler=batches, num_workers=workers,
-                        collate_fn=collate, pin_memory=pin, prefetch_factor=4 if workers else None)
+                        collate_fn=collate, pin_memory=pin, prefetch_factor=4 if workers else None,
+                        generator=torch.Generator().manual_seed(batches.seed))
     return iter(loader)
 
 
@@ -276,3 +279,53 @@ def source_data(spec: SourceSpec, rank: int, world: int, downsample: int, pin: b
         return source_eval_images(val_source, val_idx, channels, downsample, n)
 
     return TrainingData(channels, crop, len(train_idx), batches, eval_images, len(val_idx), record)
+
+
+# -- fixed crops for export: parity, previews and the entropy model's training codes --------------
+
+
+def center_crop(pixels: np.ndarray, size: int) -> np.ndarray | None:
+    """The centre size×size of an (H, W, C) image, or None when the image is smaller."""
+    height, width = pixels.shape[:2]
+    if height < size or width < size:
+        return None
+    top, left = (height - size) // 2, (width - size) // 2
+    return pixels[top : top + size, left : left + size]
+
+
+def center_crops(images: Iterable[np.ndarray], size: int, count: int) -> np.ndarray:
+    """Up to `count` centre crops (n, size, size, C) of the images large enough to give one."""
+    crops: list[np.ndarray] = []
+    for image in images:
+        crop = center_crop(image, size)
+        if crop is not None:
+            crops.append(crop)
+        if len(crops) == count:
+            break
+    if not crops:
+        raise SourceError(f"no evaluation image is at least {size}×{size}")
+    return np.stack(crops)
+
+
+def training_crops(config: dict[str, Any], channels: int, size: int, count: int) -> np.ndarray:
+    """Centre crops of a run's training images (as the trainer split them), the first `count`."""
+    source = open_source(config["dataset"])
+    indices = np.arange(len(source)) if config.get("val_dataset") else \
+        holdout(len(source), config["val_fraction"], config["val_limit"], config["seed"])[0]
+
+    def readable() -> Iterator[np.ndarray]:
+        for index in indices:
+            try:
+                yield source.decode(int(index), channels)
+            except UnreadableImage:
+                continue
+
+    return center_crops(readable(), size, count)
+
+
+def upscaled(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(H, W, C) or (H, W) uint8 -> (height, width, ...) by bicubic resampling."""
+    grey = pixels.ndim == 2 or pixels.shape[2] == 1
+    image = Image.fromarray(pixels.reshape(pixels.shape[0], pixels.shape[1]) if grey else pixels)
+    out = np.asarray(image.resize((width, height), Image.Resampling.BICUBIC))
+    return out.reshape(height, width, *pixels.shape[2:])

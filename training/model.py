@@ -36,6 +36,8 @@ class ModelConfig:
     ema_decay: float = 0.99
     data_init: bool = True  # k-means++ start: +0.13 dB on Fashion-MNIST, a tie on MNIST (docs/training.md)
     restart_threshold: float = 1.0  # smoothed uses per batch below which a code is re-seeded
+    center: bool = False  # the networks see pixels - 0.5 and predict reconstructions - 0.5
+    cosine: bool = False  # l2-normalised latents and codes: nearest code by cosine (ViT-VQGAN)
 
 
 class ModelLosses(NamedTuple):
@@ -117,23 +119,34 @@ class VQVAE(nn.Module):
             decay=cfg.ema_decay,
             data_init=cfg.data_init,
             restart_threshold=cfg.restart_threshold,
+            cosine=cfg.cosine,
         )
         self.decoder = Decoder(cfg)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, ModelLosses]:
         """(N, C, H, W) in [0, 1] -> recon (N, C, H, W), indices (N, H/4, W/4), losses."""
-        z_e = self.encoder(x)  # (N, D, H/4, W/4)
+        z_e = self.encoder(x - self.offset)  # (N, D, H/4, W/4)
         z_q, indices, q_losses = self.quantizer(z_e)
-        recon = self.decoder(z_q).float()  # (N, C, H, W); float32 also when the decoder ran in bf16
+        recon = self.decoder(z_q).float() + self.offset  # (N, C, H, W); float32 also when the decoder ran in bf16
         losses = ModelLosses(F.mse_loss(recon, x), q_losses.codebook, q_losses.commitment)
         return recon, indices, losses
+
+    @property
+    def offset(self) -> float:
+        """Subtracted from pixels before the encoder, added to the decoder's output."""
+        return 0.5 if self.cfg.center else 0.0
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) in [0, 1] -> the encoder's output (N, D, H/4, W/4), before quantization."""
+        latent: torch.Tensor = self.encoder(x - self.offset)
+        return latent
 
     @torch.no_grad()
     def encode_to_indices(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) in [0, 1] -> (N, H/4, W/4) int64."""
-        return self.quantizer.quantize_indices(self.encoder(x))
+        return self.quantizer.quantize_indices(self.encode(x))
 
     @torch.no_grad()
     def decode_from_indices(self, indices: torch.Tensor) -> torch.Tensor:
         """(N, h, w) int64 -> (N, C, 4h, 4w) clamped to [0, 1]."""
-        return self.decoder(self.quantizer.decode_from_indices(indices)).clamp(0, 1)
+        return (self.decoder(self.quantizer.decode_from_indices(indices)) + self.offset).clamp(0, 1)

@@ -113,6 +113,7 @@ class VectorQuantizer(nn.Module):
         eps: float = 1e-5,
         data_init: bool = True,
         restart_threshold: float = 1.0,
+        cosine: bool = False,
     ) -> None:
         super().__init__()
         self.codebook_size = codebook_size
@@ -123,6 +124,7 @@ class VectorQuantizer(nn.Module):
         self.eps = eps
         self.data_init = data_init
         self.restart_threshold = restart_threshold
+        self.cosine = cosine
 
         init = torch.empty(codebook_size, dim).uniform_(-1 / codebook_size, 1 / codebook_size)
         if ema:
@@ -138,15 +140,24 @@ class VectorQuantizer(nn.Module):
 
     # -- inference ---------------------------------------------------------------------------
 
+    @property
+    def codes(self) -> torch.Tensor:
+        """(K, D) code vectors as used: unit length with `cosine` (ViT-VQGAN's l2-normalised codes)."""
+        return F.normalize(self.codebook, dim=1) if self.cosine else self.codebook
+
+    def prepare(self, z_e: torch.Tensor) -> torch.Tensor:
+        """(N, D, h, w) encoder output -> what is quantized (unit vectors with `cosine`)."""
+        return F.normalize(z_e, dim=1) if self.cosine else z_e
+
     def quantize_indices(self, z_e: torch.Tensor) -> torch.Tensor:
-        """(N, D, h, w) -> (N, h, w) int64 nearest-code indices."""
+        """(N, D, h, w) encoder output -> (N, h, w) int64 nearest-code indices."""
         n, d, h, w = z_e.shape
-        flat = z_e.permute(0, 2, 3, 1).reshape(-1, d)  # (N*h*w, D)
-        return nearest_code(flat, self.codebook).view(n, h, w)
+        flat = self.prepare(z_e).permute(0, 2, 3, 1).reshape(-1, d)  # (N*h*w, D)
+        return nearest_code(flat, self.codes).view(n, h, w)
 
     def decode_from_indices(self, indices: torch.Tensor) -> torch.Tensor:
         """(N, h, w) int64 -> (N, D, h, w) code vectors."""
-        return F.embedding(indices, self.codebook).permute(0, 3, 1, 2)
+        return F.embedding(indices, self.codes).permute(0, 3, 1, 2)
 
     # -- training ----------------------------------------------------------------------------
 
@@ -159,6 +170,7 @@ class VectorQuantizer(nn.Module):
             return self._forward_fp32(z_e.float())
 
     def _forward_fp32(self, z_e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, QuantizerLosses]:
+        z_e = self.prepare(z_e)  # gradients flow through the normalisation to the encoder
         flat = z_e.detach().permute(0, 2, 3, 1).reshape(-1, self.dim)  # (M, D)
         if self.training and not bool(self.initialised):
             self._initialise_from(flat)

@@ -153,7 +153,7 @@ class ImageSource:
         except (OSError, ValueError, SyntaxError, EOFError, UnidentifiedImageError, KeyError,
                 Image.DecompressionBombError) as exc:
             where = sample.member if sample.shard < 0 else f"{self.shards[sample.shard]}:{sample.member}"
-            raise UnreadableImage(f"{where}: {type(exc).__name__}: {exc}") from exc
+            raise UnreadableImage(f"{where} ({type(exc).__name__})") from exc  # stable: warned once per file
 
     def is_colour(self, probe: int = 64) -> bool:
         """Whether the first `probe` readable images include colour ones (then the model is RGB)."""

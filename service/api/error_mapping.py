@@ -1,7 +1,8 @@
 """The HTTP edge of every failure: one table from domain errors to statuses, one error shape.
 
-Every failure leaves the service as {"error": {"code", "message"}}; the domain errors (service
-and contract) know nothing of HTTP, this module alone decides their status and extra headers.
+Every failure leaves the service as {"error": {"code", "message"}}, except under /v2, where the
+Open Inference Protocol wants {"error": "<message>"} (same statuses). The domain errors (service
+and contract) know nothing of HTTP; this module alone decides their status, headers and shape.
 """
 
 from __future__ import annotations
@@ -70,19 +71,28 @@ def headers_of(exc: ServiceError | ContractError) -> dict[str, str] | None:
     return next((HTTP_HEADERS[cls] for cls in type(exc).__mro__ if cls in HTTP_HEADERS), None)
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+V2_PREFIX = "/v2"
 
 
-def domain_error_response(exc: ServiceError | ContractError) -> JSONResponse:
-    return error_response(status_of(exc), exc.code, exc.message, headers_of(exc))
+def is_v2(path: str) -> bool:
+    return path == V2_PREFIX or path.startswith(V2_PREFIX + "/")
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None,
+                   path: str = "") -> JSONResponse:
+    body: dict[str, object] = {"error": message} if is_v2(path) else {"error": {"code": code, "message": message}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def domain_error_response(exc: ServiceError | ContractError, path: str = "") -> JSONResponse:
+    return error_response(status_of(exc), exc.code, exc.message, headers_of(exc), path)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     @app.exception_handler(ContractError)
     async def on_domain_error(request: Request, exc: ServiceError | ContractError) -> JSONResponse:
-        return domain_error_response(exc)
+        return domain_error_response(exc, request.url.path)
 
     @app.exception_handler(HTTPException)
     async def on_http_exception(request: Request, exc: HTTPException) -> JSONResponse:
@@ -90,20 +100,22 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404:
             message = "no such endpoint; see /docs"
         return error_response(exc.status_code, HTTP_CODES.get(exc.status_code, "http_error"), message,
-                              headers=dict(exc.headers or {}))
+                              headers=dict(exc.headers or {}), path=request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:3])
-        return error_response(422, "invalid_parameter", problems[:500])
+        return error_response(422, "invalid_parameter", problems[:500], path=request.url.path)
 
     @app.exception_handler(ClientDisconnect)
     async def on_client_gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
         # The client closed the connection mid-body: nobody will read this; not a server fault.
         log.debug("client disconnected during %s %s", request.method, request.url.path)
-        return error_response(400, "client_disconnected", "the client closed the connection before the body ended")
+        return error_response(400, "client_disconnected", "the client closed the connection before the body ended",
+                              path=request.url.path)
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal_error", "unexpected server error; it has been logged")
+        return error_response(500, "internal_error", "unexpected server error; it has been logged",
+                              path=request.url.path)

@@ -62,7 +62,7 @@ class HeaderSizeLimit:
             size = sum(len(name) + len(value) for name, value in scope["headers"])
             if size > self.max_bytes:
                 message = f"request headers total {size} bytes; the limit is {self.max_bytes} (VQVAE_MAX_HEADER_BYTES)"
-                await error_response(431, HeadersTooLarge.code, message)(scope, receive, send)
+                await error_response(431, HeadersTooLarge.code, message, path=scope["path"])(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -80,7 +80,7 @@ class BodySizeLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            await error_response(413, PayloadTooLarge.code, self._message())(scope, receive, send)
+            await error_response(413, PayloadTooLarge.code, self._message(), path=scope["path"])(scope, receive, send)
             return
         received = 0
 
@@ -132,5 +132,6 @@ class ApiKeyAuth:
             await self.app(scope, receive, send)
             return
         response = error_response(401, "unauthorized", "missing or invalid API key; send Authorization: Bearer <key>",
+                                  path=scope["path"],
                                   headers={"WWW-Authenticate": "Bearer"})
         await response(scope, receive, send)

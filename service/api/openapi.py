@@ -148,3 +148,43 @@ DECODE_RESPONSES: dict[int | str, dict[str, Any]] = {
           "description": "JSON with base64 PNGs; the PNG itself for one grid sent with `Accept: image/png`"},
     **ERROR_RESPONSES,
 }
+
+
+# -- the v2 (Open Inference Protocol) routes ---------------------------------------------------
+
+_v2_tensor = {"type": "object", "required": ["name", "shape", "datatype"], "properties": {
+    "name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+    "datatype": {"type": "string", "enum": ["UINT8", "INT32", "INT64", "BYTES"]},
+    "parameters": {"type": "object", "properties": {"binary_data_size": {"type": "integer", "minimum": 0}}},
+    "data": {"type": "array", "description": "row-major elements (BYTES: base64 strings)"}}}
+V2_INFER_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"type": "object", "required": ["inputs"], "properties": {
+                "id": {"type": "string"}, "parameters": {"type": "object"},
+                "inputs": {"type": "array", "minItems": 1, "items": _v2_tensor},
+                "outputs": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
+                    "name": {"type": "string"}, "parameters": {"type": "object"}}}}}}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"},
+                                         "description": "binary tensor extension: the JSON request "
+                                                        "(Inference-Header-Content-Length bytes), then the tensors"},
+        },
+    }
+}
+V2_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+V2_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+          "description": "JSON outputs; binary outputs follow the JSON (Inference-Header-Content-Length)"},
+    **{status: {"content": {"application/json": {"schema": V2_ERROR}}, "description": text,
+                **({"headers": RETRY_AFTER} if status == 429 else {})}
+       for status, text in [
+           (400, "Wrong input names, datatypes, shapes, or codes out of range; malformed request"),
+           (404, "Unknown model or version"),
+           (408, "The body did not arrive within VQVAE_BODY_TIMEOUT_S"),
+           (413, "Body, image, batch or memory budget over the limits"),
+           (429, "Too many requests in progress, queued, or holding memory; retry after Retry-After seconds"),
+           (503, "Model not ready"),
+           (504, "Inference did not finish within its deadline"),
+       ]},
+}

@@ -233,8 +233,8 @@ async def to_pngs(images: np.ndarray) -> list[bytes]:
     return await run_in_threadpool(pngs_of, images)
 
 
-async def png_of(pixels: np.ndarray) -> bytes:
-    """uint8 (H, W, C) -> PNG bytes, in the thread pool unless small."""
-    if pixels.shape[0] * pixels.shape[1] <= INLINE_PIXELS:
-        return encode_png(pixels)
-    return await run_in_threadpool(encode_png, pixels)
+async def pngs_of_pixels(pixels: np.ndarray) -> list[bytes]:
+    """uint8 (N, H, W, C) -> one PNG per image, in the thread pool unless small."""
+    if pixels.shape[0] * pixels.shape[1] * pixels.shape[2] <= INLINE_PIXELS:
+        return [encode_png(image) for image in pixels]
+    return await run_in_threadpool(lambda: [encode_png(image) for image in pixels])

@@ -16,7 +16,7 @@ from service.config import Settings
 from service.inference.registry import ModelRegistry, ServedModel
 from service.inference.tiling import plan_tiles
 from service.inputs.bodies import ImageUpload
-from service.workflows import plan_decode, plan_encode, run_decode, run_encode
+from service.workflows import plan_decode, plan_encode, run_decode, run_encode, upload_loader
 from tests.conftest import shared_data_dir
 
 
@@ -49,12 +49,15 @@ def photo(height: int, width: int) -> bytes:
 def encode(model: ServedModel, data: bytes) -> tuple[np.ndarray, bool]:
     uploads = [ImageUpload("photo", data)]
     plan = plan_encode(model, uploads, None, Settings(), json_output=True)
-    return asyncio.run(run_encode(model, uploads, None, plan, Settings())), plan.tiles is not None
+    load = upload_loader(model.manifest, uploads, None, plan.size, Settings().max_pixels)
+    return asyncio.run(run_encode(model, plan, load)), plan.tiles is not None
 
 
 def decode(model: ServedModel, grids: np.ndarray) -> tuple[list[bytes], bool]:
     plan = plan_decode(model, 0, grids.shape, png_response=False)
-    return asyncio.run(run_decode(model, grids, plan)), plan.tiles is not None
+    pngs = asyncio.run(run_decode(model, grids, plan)).pngs
+    assert pngs is not None
+    return pngs, plan.tiles is not None
 
 
 @pytest.mark.parametrize("height, width", [(512, 768), (500, 364), (4, 4000), (2000, 8)])

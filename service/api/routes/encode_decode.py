@@ -32,7 +32,7 @@ from service.inference.working_set import body_bytes
 from service.inputs.bodies import media_type, read_images
 from service.inputs.grids import off_loop, read_grids
 from service.inputs.images import Resize
-from service.workflows import plan_decode, plan_encode, run_decode, run_encode
+from service.workflows import plan_decode, plan_encode, run_decode, run_encode, upload_loader
 
 router = APIRouter(tags=["codec"])
 
@@ -71,7 +71,7 @@ async def encode(request: Request, target: CodecTarget, resize: Resize, output: 
                 uploads = await read_images(request, settings.max_images, settings.max_body_bytes)
             plan = plan_encode(model, uploads, resize, settings, json_output=output == "json")  # headers: 4xx now
             await held.grow_to(plan.working_bytes, plan.what)
-            work = run_encode(model, uploads, resize, plan, settings)
+            work = run_encode(model, plan, upload_loader(m, uploads, resize, plan.size, settings.max_pixels))
             codes = await for_client(request, work, plan.deadline_s(settings))  # (N, h, w) int64
             heavy = codes.size > INLINE_CODES  # an entropy coder or JSON writer taking long: off the loop
             if output != "json":
@@ -94,7 +94,9 @@ async def decode(request: Request, target: CodecTarget) -> Response:
             await held.grow_to(plan.working_bytes, plan.what)
 
             async def work() -> list[bytes]:
-                return await run_decode(model, await body.grids(), plan)  # grids: (N, h, w) int64
+                decoded = await run_decode(model, await body.grids(), plan)  # grids: (N, h, w) int64
+                assert decoded.pngs is not None
+                return decoded.pngs
 
             pngs = await for_client(request, work(), plan.deadline_s(settings))
             if single and png_wanted:

@@ -1,0 +1,129 @@
+"""Rate–distortion on Kodak: a colour model against JPEG, WebP and AVIF, all 24 photos at full size.
+
+    python -m bench.kodak --model models/tiny-imagenet        # prints the table; used by compression_report
+
+Ours, per image: the raw fixed-length code (ceil(log2 K) bits per 4×4 block: 0.5625 bpp for K = 512),
+and the packed and entropy-coded streams as files (header and checksum included); PSNR over RGB of
+the decoded 8-bit image, and SSIM (mean over channels). Baselines: Pillow's encoders swept over
+quality, each photo's file size in bits per pixel; their PSNR at our rates is read off each codec's
+curve (linear in bpp between the two sweep points around it), photo by photo, then averaged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import itertools
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from contract.streams import Kind, encode_stream
+from service.inference.runtime import ModelRuntime, load_model
+from service.inputs.images import to_uint8
+from training.metrics import psnr_from_mse, ssim
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEPS = {"JPEG": [5, 10, 15, 20, 30, 40, 50, 60, 75, 90], "WEBP": [0, 5, 10, 20, 30, 40, 50, 75, 90],
+          "AVIF": [0, 10, 20, 30, 40, 50, 60, 70, 80]}
+# CompressAI's published results on Kodak (PSNR over RGB, dB) at 0.25 and 0.5 bpp (../shared/data/README.md).
+ANCHORS = {"JPEG": (24.66, 28.95), "WebP": (28.55, 31.32), "BPG 4:4:4": (30.32, 33.32),
+           "Ballé 2018 factorized prior": (29.15, 31.83), "Ballé 2018 hyperprior": (29.95, 33.06)}
+
+
+@dataclass
+class KodakPoint:
+    codec: str
+    setting: str
+    bpp: float  # mean over the 24 photos
+    psnr: float  # mean over the photos of each photo's RGB PSNR
+    ssim: float
+
+
+def kodak_photos(data_dir: Path) -> list[np.ndarray]:
+    """The 24 photos, uint8 (H, W, 3), in order (18 landscape 768×512, 6 portrait)."""
+    return [np.asarray(Image.open(data_dir / "kodak" / f"kodim{i:02d}.png").convert("RGB")) for i in range(1, 25)]
+
+
+def quality(original: np.ndarray, decoded: np.ndarray) -> tuple[float, float]:
+    mse = float(np.mean((original.astype(np.float64) - decoded) ** 2)) / 255.0**2
+    return psnr_from_mse(mse), float(ssim(original[None], decoded[None])[0])
+
+
+def baseline(photo: np.ndarray, fmt: str, q: int) -> tuple[float, float, float]:
+    """(bpp, PSNR, SSIM) of one photo through Pillow's `fmt` at quality q."""
+    buffer = io.BytesIO()
+    Image.fromarray(photo).save(buffer, format=fmt, quality=q)
+    decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+    return len(buffer.getvalue()) * 8 / (photo.shape[0] * photo.shape[1]), *quality(photo, decoded)
+
+
+def ours(runtime: ModelRuntime, photos: list[np.ndarray]) -> list[KodakPoint]:
+    m = runtime.manifest
+    rows: dict[str, list[tuple[float, float, float]]] = {"raw code": [], "packed stream": [], "entropy stream": []}
+    for photo in photos:
+        pixels = photo.shape[0] * photo.shape[1]
+        codes = runtime.encode(photo.transpose(2, 0, 1)[None].astype(np.float32) / np.float32(255))  # (1, h, w)
+        decoded = to_uint8(runtime.decode(codes))[0]  # (H, W, 3)
+        psnr, structure = quality(photo, decoded)
+        raw_bits = codes.size * math.ceil(math.log2(m.codebook_size))
+        packed = encode_stream(codes, Kind.PACKED, m, runtime.entropy)
+        entropy = encode_stream(codes, Kind.ENTROPY, m, runtime.entropy)
+        for name, bits in (("raw code", raw_bits), ("packed stream", len(packed) * 8),
+                           ("entropy stream", len(entropy) * 8)):
+            rows[name].append((bits / pixels, psnr, structure))
+    return [KodakPoint("ours", name, *np.mean(values, axis=0)) for name, values in rows.items()]
+
+
+def sweeps(photos: list[np.ndarray]) -> dict[str, list[list[tuple[float, float, float]]]]:
+    """codec -> per quality setting -> per photo (bpp, PSNR, SSIM)."""
+    return {fmt: [[baseline(photo, fmt, q) for photo in photos] for q in qualities]
+            for fmt, qualities in SWEEPS.items()}
+
+
+def psnr_at(curve: list[tuple[float, float, float]], bpp: float) -> float | None:
+    """One photo's PSNR at `bpp`, linear between the sweep points around it; None outside the sweep."""
+    points = sorted(curve)
+    for (b0, p0, _), (b1, p1, _) in itertools.pairwise(points):
+        if b0 <= bpp <= b1:
+            return p0 + (p1 - p0) * (bpp - b0) / max(b1 - b0, 1e-12)
+    return None
+
+
+def baselines_at(measured: dict[str, list[list[tuple[float, float, float]]]], bpp: float) -> dict[str, float | None]:
+    """codec -> mean PSNR over the photos at `bpp` (None when some photo's sweep does not reach it)."""
+    out: dict[str, float | None] = {}
+    for fmt, settings in measured.items():
+        per_photo = [psnr_at([settings[s][i] for s in range(len(settings))], bpp) for i in range(len(settings[0]))]
+        out[fmt] = None if any(p is None for p in per_photo) else float(np.mean(per_photo))  # type: ignore[arg-type]
+    return out
+
+
+def sweep_points(measured: dict[str, list[list[tuple[float, float, float]]]]) -> list[KodakPoint]:
+    return [KodakPoint(fmt, f"q={q}", *np.mean(settings[s], axis=0))
+            for fmt, settings in measured.items() for s, q in enumerate(SWEEPS[fmt])]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.kodak", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=ROOT / "models" / "tiny-imagenet")
+    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    args = parser.parse_args(argv)
+    photos = kodak_photos(args.data_dir)
+    points = ours(load_model(args.model, "cpu", threads=0, warmup_runs=1), photos)
+    measured = sweeps(photos)
+    print("| ours | bpp | PSNR (dB) | SSIM | JPEG at that bpp | WebP | AVIF |\n|---|---:|---:|---:|---:|---:|---:|")
+    for p in points:
+        at = baselines_at(measured, p.bpp)
+        cells = [f"{v:.2f}" if v is not None else "–" for v in (at["JPEG"], at["WEBP"], at["AVIF"])]
+        print(f"| {p.setting} | {p.bpp:.4f} | {p.psnr:.2f} | {p.ssim:.4f} | {' | '.join(cells)} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

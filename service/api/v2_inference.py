@@ -1,0 +1,144 @@
+"""The v2 view of the served models: `{name}-encode` and `{name}-decode`, their metadata, and their
+inference as tensors in and out of the same workflows /encode and /decode use.
+
+    {name}-encode   images BYTES [-1] (encoded files) or pixels UINT8 [-1, H, W, C]  ->  codes INT64 [-1, h, w]
+    {name}-decode   codes INT64 (or INT32) [-1, h, w]  ->  pixels UINT8 [-1, H, W, C], images BYTES [-1] (PNG)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from starlette.requests import Request
+
+from service.api.request_scope import for_client
+from service.config import Settings
+from service.errors import ModelNotFound, ModelNotReady, TooManyImages
+from service.inference.admission import Reservation
+from service.inference.registry import ModelRegistry, ServedModel
+from service.inputs.bodies import ImageUpload
+from service.inputs.grids import check_grid_size
+from service.inputs.v2_tensors import InferRequest, InvalidTensor, OutputTensor, Tensor
+from service.workflows import (
+    array_loader,
+    plan_decode,
+    plan_encode,
+    plan_encode_pixels,
+    run_decode,
+    run_encode,
+    upload_loader,
+)
+
+V2_EXTENSIONS = ["binary_tensor_data"]
+Operation = Literal["encode", "decode"]
+PLATFORM = "onnxruntime_onnx"
+
+
+@dataclass(frozen=True)
+class V2Target:
+    name: str  # the v2 model name, e.g. mnist-encode
+    operation: Operation
+    served: ServedModel
+
+
+def resolve(registry: ModelRegistry, name: str, version: str | None, need_ready: bool = False) -> V2Target:
+    """`{model}-encode|decode` (and a version, if given) -> the served model; 404 unknown, 503 not ready."""
+    base, dash, operation = name.rpartition("-")
+    if not dash or operation not in ("encode", "decode") or base not in registry.models:
+        known = ", ".join(f"{m}-encode, {m}-decode" for m in registry.models) or "none"
+        raise ModelNotFound(f"no v2 model named {name[:80]!r}; the models are {known}")
+    status = registry.status(base)
+    if status.served is None:
+        detail = "is still loading" if status.state == "loading" else "failed to load and is not served"
+        raise ModelNotReady(f"model {name!r} {detail}; see /v2/health/ready")
+    served = status.served if not need_ready else registry.get(base)
+    if version is not None and version != served.manifest.version:
+        raise ModelNotFound(f"model {name!r} has no version {version[:32]!r}; it serves {served.manifest.version}")
+    return V2Target(name, "encode" if operation == "encode" else "decode", served)
+
+
+def model_metadata(target: V2Target) -> dict[str, Any]:
+    m = target.served.manifest
+    pixels = {"name": "pixels", "datatype": "UINT8", "shape": [-1, -1, -1, m.input.channels]}
+    images = {"name": "images", "datatype": "BYTES", "shape": [-1]}
+    codes = {"name": "codes", "datatype": "INT64", "shape": [-1, -1, -1]}
+    inputs, outputs = ([images, pixels], [codes]) if target.operation == "encode" else ([codes], [pixels, images])
+    return {"name": target.name, "versions": [m.version], "platform": PLATFORM, "inputs": inputs, "outputs": outputs}
+
+
+def _only_input(request: InferRequest, model: str, accepted: dict[str, str]) -> Tensor:
+    if len(request.inputs) != 1 or next(iter(request.inputs)) not in accepted:
+        expected = " or ".join(f"{name} ({kind})" for name, kind in accepted.items())
+        raise InvalidTensor(f"model {model!r} takes one input, {expected}; got {sorted(request.inputs)}")
+    return next(iter(request.inputs.values()))
+
+
+def _outputs(request: InferRequest, model: str, available: list[str]) -> dict[str, bool]:
+    """Requested output -> binary?; default: every output, binary per the request's default."""
+    wanted = request.outputs if request.outputs is not None else dict.fromkeys(available, request.binary_output)
+    unknown = sorted(set(wanted) - set(available))
+    if unknown or not wanted:
+        raise InvalidTensor(f"model {model!r} has outputs {', '.join(available)}; asked for {unknown or 'none'}")
+    return wanted
+
+
+def _count(tensor: Tensor, settings: Settings) -> None:
+    if tensor.shape[0] < 1:
+        raise InvalidTensor(f"input {tensor.name!r}: send at least one item")
+    if tensor.shape[0] > settings.max_images:
+        raise TooManyImages(f"{tensor.shape[0]} items in input {tensor.name!r}; the limit is {settings.max_images}")
+
+
+async def run_v2_encode(request: Request, target: V2Target, parsed: InferRequest, settings: Settings,
+                        held: Reservation) -> list[OutputTensor]:
+    served, m = target.served, target.served.manifest
+    tensor = _only_input(parsed, target.name, {"images": "BYTES [-1]",
+                                                "pixels": f"UINT8 [-1, H, W, {m.input.channels}]"})
+    wanted = _outputs(parsed, target.name, ["codes"])
+    if tensor.name == "images":
+        if tensor.datatype != "BYTES" or len(tensor.shape) != 1:
+            raise InvalidTensor(f"input 'images' must be BYTES [-1], got {tensor.datatype} {list(tensor.shape)}")
+        _count(tensor, settings)
+        uploads = [ImageUpload(f"images[{i}]", data) for i, data in enumerate(tensor.data)]
+        plan = plan_encode(served, uploads, None, settings, json_output=False)
+        load = upload_loader(m, uploads, None, plan.size, settings.max_pixels)
+    else:
+        if tensor.datatype != "UINT8" or len(tensor.shape) != 4 or tensor.shape[3] != m.input.channels:
+            raise InvalidTensor(f"input 'pixels' must be UINT8 [-1, H, W, {m.input.channels}], got "
+                                f"{tensor.datatype} {list(tensor.shape)}")
+        _count(tensor, settings)
+        plan = plan_encode_pixels(served, tensor.shape, settings)
+        load = array_loader(tensor.data)  # type: ignore[arg-type]
+    await held.grow_to(held.held + plan.working_bytes, plan.what)
+    codes = await for_client(request, run_encode(served, plan, load), plan.deadline_s(settings))  # (N, h, w)
+    return [OutputTensor("codes", "INT64", codes.shape, codes, wanted["codes"])]
+
+
+async def run_v2_decode(request: Request, target: V2Target, parsed: InferRequest, settings: Settings,
+                        held: Reservation) -> list[OutputTensor]:
+    served, m = target.served, target.served.manifest
+    tensor = _only_input(parsed, target.name, {"codes": "INT64 [-1, h, w]"})
+    if tensor.datatype not in ("INT64", "INT32") or len(tensor.shape) != 3:
+        raise InvalidTensor(f"input 'codes' must be INT64 (or INT32) [-1, h, w], got {tensor.datatype} "
+                            f"{list(tensor.shape)}")
+    _count(tensor, settings)
+    grids = np.asarray(tensor.data, dtype=np.int64)  # (N, h, w)
+    if grids.size and (grids.min() < 0 or grids.max() >= m.codebook_size):
+        bad = int(grids.max() if grids.max() >= m.codebook_size else grids.min())
+        raise InvalidTensor(f"input 'codes' holds {bad}: codes must be in [0, {m.codebook_size})")
+    n, h, w = grids.shape
+    check_grid_size(m, h, w, settings.max_pixels)
+    wanted = _outputs(parsed, target.name, ["pixels", "images"])
+    plan = plan_decode(served, 0, (n, h, w), png_response=False, pixels_output="pixels" in wanted)
+    await held.grow_to(held.held + plan.working_bytes, plan.what)
+    work = run_decode(served, grids, plan, pngs="images" in wanted, pixels="pixels" in wanted)
+    decoded = await for_client(request, work, plan.deadline_s(settings))
+    outputs = []
+    for name in wanted:
+        if name == "pixels" and decoded.pixels is not None:
+            outputs.append(OutputTensor("pixels", "UINT8", decoded.pixels.shape, decoded.pixels, wanted[name]))
+        elif name == "images" and decoded.pngs is not None:
+            outputs.append(OutputTensor("images", "BYTES", (len(decoded.pngs),), decoded.pngs, True))  # always binary
+    return outputs

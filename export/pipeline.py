@@ -49,16 +49,18 @@ GRID_PREVIEW = "reconstructions.png"
 WEIGHTS = "checkpoint.pt"
 
 
-def native_size(config: dict[str, Any]) -> int:
-    """The side of the images a run trained on: its crop, or 28 for the built-in sets."""
-    return int(config.get("crop") or 28)
+def native_size(ckpt: dict[str, Any]) -> int:
+    """The model's native image side (the manifest's input size, what ?resize=native means): the
+    training images' own size when they share one, else the training crop; 28 for the built-in sets."""
+    recorded = (ckpt.get("data") or {}).get("native_size")
+    return int(recorded or ckpt["config"].get("crop") or 28)
 
 
 def draft_manifest(ckpt: dict[str, Any], model: VQVAE, name: str, version: str) -> Manifest:
     """Every manifest field but the final sha256s and measurements."""
     cfg, train = model.cfg, ckpt["config"]
     placeholder = FileSpec(path="x.onnx", sha256=PLACEHOLDER_SHA)
-    size = native_size(train)
+    size = native_size(ckpt)
     return Manifest(
         name=name, version=version, codebook_size=cfg.codebook_size, code_dim=cfg.code_dim,
         downsample=DOWNSAMPLE, fully_convolutional=True,
@@ -95,7 +97,7 @@ def fit_entropy_model(model: VQVAE, train_images: np.ndarray, path: Path) -> Non
 
 def save_weights(ckpt: dict[str, Any], path: Path) -> None:
     """The checkpoint without optimiser and RNG state: enough to rebuild the exact PyTorch model."""
-    keep = ("format_version", "config", "model", "step", "seconds", "command", "metrics")
+    keep = ("format_version", "config", "data", "model", "step", "seconds", "command", "metrics")
     torch.save({k: ckpt[k] for k in keep if k in ckpt}, path)
 
 
@@ -134,9 +136,10 @@ class ExportData:
     dataset: str
 
 
-def export_data(config: dict[str, Any], data_dir: str | None, channels: int, parity_images: int,
+def export_data(ckpt: dict[str, Any], data_dir: str | None, channels: int, parity_images: int,
                 fit_images: int = 20000) -> ExportData:
-    size, dataset = native_size(config), config.get("val_dataset") or config["dataset"]
+    config = ckpt["config"]
+    size, dataset = native_size(ckpt), config.get("val_dataset") or config["dataset"]
     if config["dataset"] in DATASETS:
         test = load_split(config["dataset"], "test", data_dir)[0]  # (10000, 28, 28)
         native, train = test[:parity_images], load_split(config["dataset"], "train", data_dir)[0]
@@ -156,7 +159,7 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, name: str | None = None, 
     ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt)
     builtin = ckpt["config"]["dataset"] in DATASETS
-    data = export_data(ckpt["config"], data_dir, model.cfg.in_channels or 1, parity_images)
+    data = export_data(ckpt, data_dir, model.cfg.in_channels or 1, parity_images)
     draft = draft_manifest(ckpt, model, name or (ckpt["config"]["dataset"] if builtin else out_dir.name), version)
     draft = draft.model_copy(update={"producer": {**draft.producer, "decoder_upsampling": upsample}})
     out_dir.parent.mkdir(parents=True, exist_ok=True)

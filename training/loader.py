@@ -191,7 +191,8 @@ class SourceSpec:
     seed: int
 
 
-def _native_size(source: ImageSource, indices: np.ndarray, channels: int, probe: int = 64) -> int:
+def shared_size(source: ImageSource, indices: np.ndarray, channels: int, probe: int = 64) -> int | None:
+    """The side of the (square) images when the first `probe` readable ones share one, else None."""
     sizes = set()
     for i in indices[:probe]:
         try:
@@ -199,7 +200,7 @@ def _native_size(source: ImageSource, indices: np.ndarray, channels: int, probe:
         except UnreadableImage:
             continue
     if len(sizes) != 1 or len({*next(iter(sizes))}) != 1:
-        raise SourceError(f"{source.spec}: images of several sizes ({sorted(sizes)[:3]} ...): choose a --crop")
+        return None
     return int(next(iter(sizes))[0])
 
 
@@ -261,7 +262,10 @@ def source_data(spec: SourceSpec, rank: int, world: int, downsample: int, pin: b
         train_idx, val_idx = holdout(len(source), spec.val_fraction, spec.val_limit, spec.seed)
     channels = spec.channels or (3 if source.is_colour() else 1)
     first_readable(source, train_idx, channels)
-    crop = spec.crop or _native_size(source, train_idx, channels)
+    native = shared_size(source, train_idx, channels)
+    crop = spec.crop or native
+    if crop is None:
+        raise SourceError(f"{source.spec}: its images do not share one square size: choose a --crop")
     if crop % downsample or crop < downsample:
         raise SourceError(f"--crop {crop}: must be a positive multiple of {downsample}")
     if len(train_idx) < spec.batch_size:
@@ -273,6 +277,7 @@ def source_data(spec: SourceSpec, rank: int, world: int, downsample: int, pin: b
         return source_batches(source, train_idx, channels, crop, spec.flip, order, spec.workers, pin)
 
     record = {"train": spec.train, "val": spec.val or f"held out of {spec.train}", "train_images": len(train_idx),
+              "native_size": native if native and native % downsample == 0 else crop,
               "val_images": len(val_idx), "val_fraction": None if spec.val else spec.val_fraction,
               "labelled": source.labelled}
     def eval_images(n: int | None) -> Iterator[np.ndarray]:

@@ -11,7 +11,7 @@ TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check "$TORCH_SPEC"
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[train,dev]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[train,dev,tokenize,ray]"
 
 # The demo page test drives Debian's chromium (Playwright's own browser download is not used).
 if ! command -v chromium >/dev/null; then

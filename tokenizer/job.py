@@ -1,0 +1,176 @@
+"""A tokenization job: its inputs, its shards, and encoding one shard in whichever process runs it.
+
+Shard i holds inputs [i·S, (i+1)·S) of the source, in input order (S = --shard-size), so any engine
+(local processes or Ray) makes the same shards. Each process opens the source and the model's
+onnxruntime sessions once. Images are grouped into runs of one size (up to --batch images and a
+run's pixels); an image larger than a run is encoded in tiles with the model's halo, exactly as the
+service does. An unreadable file, or one whose size the model cannot take, is listed with its
+reason and the job goes on.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from contract.manifest import GRAPHS, load_manifest
+from service.inference.runtime import ModelRuntime, load_model
+from service.inference.tiling import plan_tiles
+from service.inference.working_set import GraphCosts
+from tokenizer.shards import Failure, Row, ShardRecord, write_shard
+from training.data import DATASETS, load_split
+from training.sources import ImageSource, UnreadableImage, open_source
+
+RUN_BYTES = 256 << 20  # one onnxruntime run's working memory at most (the manifest's bytes per pixel)
+
+
+@dataclass(frozen=True)
+class Job:
+    source: str
+    model_dir: Path
+    out_dir: Path
+    data_dir: str | None = None  # for built-in sets
+    shard_size: int = 5000
+    batch: int = 64
+
+    def describe(self) -> dict[str, object]:
+        manifest = load_manifest(self.model_dir)
+        return {"model": {"name": manifest.name, "version": manifest.version,
+                          "graphs": {g: manifest.file(g).sha256 for g in GRAPHS}},
+                "codebook_size": manifest.codebook_size, "source": self.source, "shard_size": self.shard_size}
+
+
+class Inputs:
+    """The job's images by index: a built-in set (`mnist`, or `mnist:test`) or an ImageSource."""
+
+    def __init__(self, spec: str, data_dir: str | None) -> None:
+        name, _, split = spec.partition(":")
+        self.source: ImageSource | None = None
+        if name in DATASETS:
+            splits = [split] if split else ["train", "test"]
+            parts = [(s, *load_split(name, s, data_dir)) for s in splits]
+            self.images = np.concatenate([images for _, images, _ in parts])  # (N, 28, 28)
+            self.labels = np.concatenate([labels for _, _, labels in parts])
+            self.keys = [f"{s}/{i:05d}" for s, images, _ in parts for i in range(len(images))]
+        else:
+            self.source = open_source(spec)
+            self.keys = [s.key for s in self.source.samples]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def label(self, index: int) -> int | None:
+        if self.source is None:
+            return int(self.labels[index])
+        return self.source.samples[index].label
+
+    def pixels(self, index: int, channels: int) -> np.ndarray:
+        """uint8 (H, W, C); UnreadableImage when it does not decode."""
+        if self.source is None:
+            grey = self.images[index][:, :, None]
+            return grey if channels == 1 else np.repeat(grey, channels, axis=2)
+        return self.source.decode(index, channels)
+
+
+def shard_count(total: int, shard_size: int) -> int:
+    return max(1, math.ceil(total / shard_size))
+
+
+class ShardEncoder:
+    """One process's model and inputs."""
+
+    def __init__(self, job: Job, threads: int) -> None:
+        self.job = job
+        self.inputs = Inputs(job.source, job.data_dir)
+        self.runtime: ModelRuntime = load_model(job.model_dir, "cpu", threads, warmup_runs=1, max_batch=job.batch)
+        m = self.runtime.manifest
+        self.costs = GraphCosts.of(m)
+        self.run_pixels = max(m.input.height * m.input.width, int(RUN_BYTES / self.costs.encode_bytes_per_pixel))
+
+    def shard_indices(self, index: int) -> range:
+        start = index * self.job.shard_size
+        return range(start, min(len(self.inputs), start + self.job.shard_size))
+
+    def encode_shard(self, index: int) -> ShardRecord:
+        rows, failed = self.encode_indices(self.shard_indices(index))
+        return write_shard(self.job.out_dir, index, [rows[i] for i in sorted(rows)], [f for _, f in sorted(failed)])
+
+    def encode_indices(self, indices: Iterable[int]) -> tuple[dict[int, Row], list[tuple[int, Failure]]]:
+        """Rows of the images that encode, and (index, failure) for those that do not."""
+        rows: dict[int, Row] = {}
+        failed: list[tuple[int, Failure]] = []
+        for group in self._runs(indices, failed):
+            for i, codes in zip(group.indices, self._encode(group.pixels), strict=True):  # codes (h, w)
+                rows[i] = Row(self.inputs.keys[i], self.inputs.label(i), codes.shape[0], codes.shape[1],
+                              codes.reshape(-1).tolist())
+        return rows, failed
+
+    def _runs(self, indices: Iterable[int], failed: list[tuple[int, Failure]]) -> Iterator[_Run]:
+        """Consecutive images of one size, up to `batch` images and a run's pixels, decoded."""
+        m = self.runtime.manifest
+        current: _Run | None = None
+        for i in indices:
+            try:
+                pixels = self.inputs.pixels(i, m.input.channels)
+            except UnreadableImage as exc:
+                failed.append((i, Failure(self.inputs.keys[i], f"unreadable: {exc}")))
+                continue
+            height, width = pixels.shape[:2]
+            if height % m.downsample or width % m.downsample:
+                failed.append((i, Failure(self.inputs.keys[i], f"size {height}×{width}: the model takes sides "
+                                                               f"that are multiples of {m.downsample}")))
+                continue
+            if current is not None and not current.takes(pixels, self.job.batch, self.run_pixels):
+                yield current
+                current = None
+            current = current or _Run([], [])
+            current.indices.append(i)
+            current.pixels.append(pixels)
+        if current is not None:
+            yield current
+
+    def _encode(self, images: list[np.ndarray]) -> np.ndarray:
+        """Same-size uint8 images (H, W, C) -> int64 codes (n, h, w); tiled when one image exceeds a run."""
+        m = self.runtime.manifest
+        batch = np.stack(images).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255)  # (n, C, H, W)
+        height, width = batch.shape[2:]
+        if len(images) > 1 or height * width <= self.run_pixels or self.costs.encoder_halo is None:
+            return self.runtime.encode(batch)
+        h, w = height // m.downsample, width // m.downsample
+        codes = np.empty((1, h, w), np.int64)
+        for tile in plan_tiles(h, w, self.run_pixels // m.downsample**2, self.costs.encoder_halo):
+            (rows, cols), _, _ = tile.in_pixels(m.downsample)
+            part = self.runtime.encode(np.ascontiguousarray(batch[:, :, rows, cols]))
+            core_rows, core_cols = tile.core_in_outer
+            codes[0][tile.core] = part[0, core_rows, core_cols]
+        return codes
+
+
+@dataclass
+class _Run:
+    indices: list[int]
+    pixels: list[np.ndarray]
+
+    def takes(self, pixels: np.ndarray, batch: int, run_pixels: int) -> bool:
+        """Whether one more image joins this run: same size, within the batch and the run's pixels."""
+        return (len(self.indices) < batch and pixels.shape == self.pixels[0].shape
+                and (len(self.indices) + 1) * pixels.shape[0] * pixels.shape[1] <= run_pixels)
+
+
+_ENCODER: ShardEncoder | None = None  # one per worker process
+
+
+def start_worker(job: Job, threads: int) -> None:
+    global _ENCODER
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    _ENCODER = ShardEncoder(job, threads)
+
+
+def encode_shard_in_worker(index: int) -> ShardRecord:
+    assert _ENCODER is not None, "start_worker was not run in this process"
+    return _ENCODER.encode_shard(index)

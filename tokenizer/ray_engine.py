@@ -63,6 +63,15 @@ def write_group(group: dict[str, np.ndarray], job: Job, labelled: dict[int, bool
 
 
 def run_ray(job: Job, todo: list[int], workers: int, address: str | None) -> Iterator[ShardRecord]:
+    started_here = not ray.is_initialized()
+    try:
+        yield from _run(job, todo, workers, address)
+    finally:
+        if started_here:
+            ray.shutdown()  # a local ray.init() this job made: its processes go with it
+
+
+def _run(job: Job, todo: list[int], workers: int, address: str | None) -> Iterator[ShardRecord]:
     if address:
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
     else:

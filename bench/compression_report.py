@@ -25,6 +25,7 @@ from bench.compression import (
     psnr_at_bytes,
     sweep_of,
 )
+from bench.kodak import section as kodak_section
 
 DATASETS = ("mnist", "fashion-mnist")
 COLOURS = {"JPEG": "tab:blue", "WEBP": "tab:orange", "AVIF": "tab:green"}
@@ -112,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.compression_report")
     parser.add_argument("--data-dir")
     parser.add_argument("--subset", type=int, default=1000, help="test images for quality and the format sweeps")
+    parser.add_argument("--kodak-model", default=str(ROOT / "models" / "tiny-imagenet"),
+                        help="the colour model measured on Kodak ('' to skip)")
     args = parser.parse_args(argv)
     results, extras = {}, {}
     for dataset in DATASETS:
@@ -121,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     docs.mkdir(exist_ok=True)
     plot(results, docs / "compression.png")
     command = "python -m bench.compression_report " + shlex.join(argv if argv is not None else sys.argv[1:])
+    kodak = ""
+    if args.kodak_model:
+        print("measuring Kodak ...", flush=True)
+        data_dir = Path(args.data_dir) if args.data_dir else ROOT.parent / "shared" / "data"
+        kodak = "\n" + kodak_section(Path(args.kodak_model), data_dir, docs / "kodak.png")
     sections = []
     for dataset in DATASETS:
         ideal = extras[dataset]["ideal_bits_positional"] / 8
@@ -138,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         + "\n## Targets\n\n" + target_line(results["mnist"]) + "\n"
         + "\n## Where each wins\n\n" + "\n".join(verdict(d, results[d]) for d in DATASETS) + "\n\n"
         + "Above our quality the general-purpose formats win, as they should: ours cannot go higher.\n\n"
-        + SCOPE)
+        + SCOPE + kodak)
     print(f"written to {docs / 'compression.md'}")
     return 0
 

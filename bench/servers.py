@@ -5,8 +5,9 @@
     python -m bench.servers plain --port 8102 --checkpoint models/mnist/checkpoint.pt
 
 hello: a FastAPI hello-world route, the framework's ceiling on this machine.
-naive: what a user would write without this project: FastAPI calling the PyTorch model per
-request (a plain `def` endpoint, so FastAPI runs it in its thread pool), no batching.
+naive: what a user would write without this project: FastAPI with one async route that opens the
+PNG with Pillow and calls encode_to_indices of the shipped checkpoint in eager PyTorch (2 torch
+threads), no batching, nothing else.
 plain: the lower bound of a server's work per request: PNG decode and onnxruntime (encoder, then
 quantizer, one thread, on the event loop) per request, and nothing else: no validation beyond
 Pillow's, no metrics, no admission, deadline or disconnect handling, no batching.
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import uvicorn
-from fastapi import Body, FastAPI, Request
+from fastapi import FastAPI, Request
 
 UVICORN = {"loop": "uvloop", "http": "httptools", "access_log": False, "server_header": False,
            "log_level": "warning"}
@@ -44,16 +45,17 @@ def naive_app(checkpoint: str) -> FastAPI:
 
     from training.checkpoint import load_checkpoint, model_from_checkpoint
 
+    torch.set_num_threads(2)
     model = model_from_checkpoint(load_checkpoint(checkpoint))
     app = FastAPI()
 
     @app.get("/readyz")
-    def ready() -> dict[str, str]:
+    async def ready() -> dict[str, str]:
         return {"status": "ready"}
 
     @app.post("/encode")
-    def encode(image: bytes = Body(..., media_type="image/png")) -> dict[str, Any]:
-        pixels = np.asarray(Image.open(io.BytesIO(image)).convert("L"), dtype=np.float32) / 255
+    async def encode(request: Request) -> dict[str, Any]:
+        pixels = np.asarray(Image.open(io.BytesIO(await request.body())).convert("L"), dtype=np.float32) / 255
         with torch.no_grad():
             codes = model.encode_to_indices(torch.from_numpy(pixels)[None, None])
         return {"codes": codes.tolist()}

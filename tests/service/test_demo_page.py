@@ -15,6 +15,7 @@ from PIL import Image
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from harness.server import ServerProcess
+from tests.conftest import shared_data_dir
 from tests.service.conftest import ROOT, png_bytes
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -78,7 +79,7 @@ def most_visible_edit(base_url: str, flat_codes: list[int], position: int) -> in
 
 
 def test_upload_see_codes_edit_one_and_see_the_change(page: Page, digits: np.ndarray) -> None:
-    page.wait_for_function("document.querySelectorAll('#model option').length === 2")
+    page.wait_for_function("document.querySelectorAll('#model option').length === 3")
     assert page.input_value("#model") == "mnist"
     page.set_input_files("#file", files=[{"name": "seven.png", "mimeType": "image/png",
                                           "buffer": png_bytes(digits[0])}])
@@ -112,7 +113,7 @@ def test_upload_see_codes_edit_one_and_see_the_change(page: Page, digits: np.nda
 
 
 def test_switching_models_and_drawing(page: Page) -> None:
-    page.wait_for_function("document.querySelectorAll('#model option').length === 2")
+    page.wait_for_function("document.querySelectorAll('#model option').length === 3")
     canvas = page.locator("#draw").bounding_box()
     assert canvas is not None
     x, y = canvas["x"], canvas["y"]
@@ -125,6 +126,27 @@ def test_switching_models_and_drawing(page: Page) -> None:
     page.select_option("#model", "fashion-mnist")
     page.wait_for_function("document.getElementById('model-info').textContent.includes('PSNR')")
     page.wait_for_function("document.getElementById('recon').dataset.version === '2'")
+
+
+def test_the_colour_model_shows_a_colour_reconstruction_of_a_photo(page: Page) -> None:
+    page.wait_for_function("document.querySelectorAll('#model option').length === 3")
+    page.select_option("#model", "tiny-imagenet")
+    page.wait_for_function("document.getElementById('model-info').textContent.startsWith('64×64')")
+    photo = (shared_data_dir() / "kodak" / "kodim23.png").read_bytes()
+    page.set_input_files("#file", files=[{"name": "parrots.png", "mimeType": "image/png", "buffer": photo}])
+    page.wait_for_function("document.getElementById('recon').dataset.version === '1'")
+    assert page.locator("#grid td").count() == 16 * 16  # resized to the model's 64×64: a 16×16 grid
+    rgb = page.evaluate("""() => {
+        const img = document.getElementById("recon");
+        const c = document.createElement("canvas"); c.width = img.naturalWidth; c.height = img.naturalHeight;
+        const ctx = c.getContext("2d"); ctx.drawImage(img, 0, 0);
+        return [c.width, c.height, Array.from(ctx.getImageData(0, 0, c.width, c.height).data)];
+    }""")
+    width, height, data = rgb
+    pixels = np.array(data, np.int32).reshape(height, width, 4)
+    assert (width, height) == (64, 64)
+    assert np.abs(pixels[..., 0] - pixels[..., 1]).mean() > 10  # colour, not grey: the parrots are red and green
+    page.wait_for_function("document.querySelectorAll('#batch figure').length === 8")
 
 
 def test_demo_can_be_turned_off(start_server) -> None:  # type: ignore[no-untyped-def]

@@ -20,7 +20,7 @@ def test_liveness_aliases(client: httpx.Client) -> None:
 def test_ready_lists_every_model_on_its_provider(client: httpx.Client) -> None:
     body = client.get("/readyz").json()
     assert body["status"] == "ready"
-    assert set(body["models"]) == {"mnist", "fashion-mnist"}
+    assert set(body["models"]) == {"mnist", "fashion-mnist", "tiny-imagenet"}
     expected = {"state": "ready", "provider": "CPUExecutionProvider", "reason": ""}
     assert all(m == expected for m in body["models"].values())
 

@@ -11,14 +11,14 @@ from tests.service.conftest import SHIPPED_MODELS
 def test_models_list_and_detail_come_from_the_manifests(client: httpx.Client) -> None:
     listing = client.get("/v1/models").json()
     assert listing["default"] == "mnist"
-    assert [m["name"] for m in listing["models"]] == ["fashion-mnist", "mnist"]
-    for name in ("mnist", "fashion-mnist"):
+    assert [m["name"] for m in listing["models"]] == ["fashion-mnist", "mnist", "tiny-imagenet"]
+    for name, channels, side in (("mnist", 1, 28), ("fashion-mnist", 1, 28), ("tiny-imagenet", 3, 64)):
         info = client.get(f"/v1/models/{name}").json()
         manifest = load_manifest(SHIPPED_MODELS / name)
         assert info["state"] == "ready" and info["provider"] == "CPUExecutionProvider"
         assert info["version"] == manifest.version and info["codebook_size"] == manifest.codebook_size
-        assert info["code_dim"] == manifest.code_dim and info["grid"] == {"height": 7, "width": 7}
-        assert info["input"] == {"channels": 1, "height": 28, "width": 28, "scale": "pixel/255"}
+        assert info["code_dim"] == manifest.code_dim and info["grid"] == {"height": side // 4, "width": side // 4}
+        assert info["input"] == {"channels": channels, "height": side, "width": side, "scale": "pixel/255"}
         assert info["metrics"] == manifest.metrics
 
 

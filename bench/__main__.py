@@ -35,15 +35,32 @@ from training.data import load_split
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def v2_binary(model: str, tensor: np.ndarray, name: str, datatype: str, output: str) -> Workload:
+    """A v2 infer request with one input and one output, both as binary tensor data."""
+    raw = np.ascontiguousarray(tensor).tobytes()
+    header = json.dumps({"inputs": [{"name": name, "shape": list(tensor.shape), "datatype": datatype,
+                                     "parameters": {"binary_data_size": len(raw)}}],
+                         "outputs": [{"name": output, "parameters": {"binary_data": True}}]}).encode()
+    return Workload(f"v2-{model.split('-')[-1]}-{len(tensor)}", f"/v2/models/{model}/infer", "POST", header + raw,
+                    "application/octet-stream", len(tensor), (("Inference-Header-Content-Length", str(len(header))),))
+
+
 def workloads(data_dir: str | None) -> list[Workload]:
+    """Single digits (PNG in, JSON codes out; JSON grid in, PNG out), then 64 per request: multipart PNGs
+    to /encode, JSON grids to /decode, and both as raw tensors through the v2 binary extension."""
     digits = load_split("mnist", "test", data_dir)[0][:64]
     pngs = [encode_png(d[:, :, None]) for d in digits]
     body, content_type = multipart_body(image_parts(pngs))
-    grid = np.arange(49).reshape(7, 7).tolist()
+    grid = np.arange(49).reshape(7, 7)
+    grids = (np.arange(64 * 49).reshape(64, 7, 7) * 7) % 512
     return [
         Workload("encode-1", "/encode", "POST", pngs[0], "image/png", 1),
-        Workload("decode-1", "/decode", "POST", json.dumps({"codes": grid}).encode(), "application/json", 1),
+        Workload("decode-1", "/decode", "POST", json.dumps({"codes": grid.tolist()}).encode(), "application/json", 1),
         Workload("encode-64", "/encode", "POST", body, content_type, 64),
+        Workload("decode-64", "/decode", "POST", json.dumps({"codes": grids.tolist()}).encode(), "application/json",
+                 64),
+        v2_binary("mnist-encode", digits[:, :, :, None], "pixels", "UINT8", "codes"),
+        v2_binary("mnist-decode", grids.astype(np.int64), "codes", "INT64", "pixels"),
     ]
 
 

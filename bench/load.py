@@ -48,6 +48,7 @@ class Workload:
     body: bytes = b""
     content_type: str = ""
     images: int = 1
+    headers: tuple[tuple[str, str], ...] = ()  # beyond Content-Type, e.g. the v2 binary header's length
 
 
 SERVER_LOGS = Path(tempfile.gettempdir()) / "vqvae-bench-logs"
@@ -106,6 +107,7 @@ def wrk(url: str, workload: Workload, concurrency: int, seconds: float, scratch:
         script.write_text(
             f'local f = io.open("{body}", "rb")\nwrk.body = f:read("*all")\nf:close()\n'
             f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "{workload.content_type}"\n'
+            + "".join(f'wrk.headers["{name}"] = "{value}"\n' for name, value in workload.headers)
         )
         cmd += ["-s", str(script)]
     done = subprocess.run([*cmd, url + workload.path], capture_output=True, text=True, timeout=seconds + 60)

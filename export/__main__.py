@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     p, m = manifest.parity, manifest.metrics
     print(f"exported {manifest.name} {manifest.version} to {args.out_dir}")
-    print(f"  parity on {p['images']} test images: latent max diff {p['latent_max_abs_diff']:.2e}, "
+    larger = f" and {p['large_images']} at 768×512" if p.get("large_images") else ""
+    print(f"  parity on {p['images']} test images{larger}: latent max diff {p['latent_max_abs_diff']:.2e}, "
           f"image max diff {p['image_max_abs_diff']:.2e}, indices {p['index_match_fraction']:.4%} equal "
           f"({p['index_mismatches']} differ, {p['near_ties']} near-ties)")
     print(f"  test metrics: mse {m['mse']:.5f}, psnr {m['psnr_dataset']:.2f} dB, ssim {m['ssim']:.4f}, "

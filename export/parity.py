@@ -11,7 +11,7 @@ The whole pipeline (image -> ORT encoder -> ORT quantizer) is also compared with
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ class ParityReport:
     mismatches_outside_ties: int
     pipeline_index_mismatches: int  # image -> encoder -> quantizer, both ends in ORT
     index_match_fraction: float
+    large_images: int = 0  # of them at a larger size, each compared alone and then batched
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -134,6 +135,7 @@ def check_parity(model: VQVAE, paths: dict[str, Path], images_u8: np.ndarray,
     if large_u8 is not None:
         report = report.merged(measure_parity(model, paths, large_u8, batch=1))
         report = report.merged(measure_parity(model, paths, large_u8, batch=len(large_u8)))
+        report = replace(report, images=len(images_u8), large_images=len(large_u8))
     problems = report.failures()
     if problems:
         raise ParityError(

@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.cors import CORSMiddleware
 
 from service.api.error_mapping import install_error_handlers
+from service.api.fast_path import CodecFastPath
 from service.api.middleware import ApiKeyAuth, BodySizeLimit, HeaderSizeLimit, RequestMetrics, exempt_prefixes
 from service.api.routes import encode_decode, model_info, probes, prometheus, v2
 from service.api.routes.demo import install_demo
@@ -89,7 +90,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     if settings.demo == "on":
         install_demo(app)
-    # Last added runs first: metrics, header limit, CORS (preflights carry no credentials), auth, body limit.
+    # Last added runs first: metrics, header limit, CORS (preflights carry no credentials), auth, body limit,
+    # then the codec routes' fast path (api/fast_path.py), then FastAPI's own layers and router.
+    app.add_middleware(CodecFastPath)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if settings.api_key is not None:
         app.add_middleware(ApiKeyAuth, key=settings.api_key.get_secret_value(),

@@ -10,11 +10,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
+from PIL import Image
 from starlette.requests import Request
 
 from service.errors import (
@@ -26,6 +25,7 @@ from service.errors import (
     TooManyImages,
     UnsupportedMediaType,
 )
+from service.inputs.multipart import multipart_files
 
 RAW_IMAGE_TYPES = ("image/png", "image/jpeg", "image/bmp", "image/x-ms-bmp", "image/gif", "image/webp", "image/tiff")
 ACCEPTED_ENCODE_TYPES = "multipart/form-data (field 'images'), application/json {\"images\": [base64]}, or " + \
@@ -33,33 +33,25 @@ ACCEPTED_ENCODE_TYPES = "multipart/form-data (field 'images'), application/json 
 MAX_JSON_DEPTH = 4  # {"codes": [[[int]]]} is the deepest valid body
 
 
-@dataclass(frozen=True)
+@dataclass
 class ImageUpload:
     label: str  # how the error messages name it: "images[2] (cat.png)"
     data: bytes
+    # The file as opened for its header (nothing decoded yet), kept so that decoding does not parse
+    # the header again; taken (set back to None) by the decode.
+    opened: Image.Image | None = field(default=None, compare=False, repr=False)
 
 
 def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-async def _multipart_images(request: Request, max_images: int, max_bytes: int) -> list[ImageUpload]:
-    parser = MultiPartParser(request.headers, request.stream(), max_files=max_images * 16 + 16,
-                             max_fields=64, max_part_size=max_bytes)
-    try:
-        form = await parser.parse()
-    except MultiPartException as exc:
-        raise BadRequest(f"malformed multipart body: {exc.message}") from exc
-    try:
-        files = [v for k, v in form.multi_items() if k == "images" and isinstance(v, UploadFile)]
-        if not files:
-            fields = sorted({k for k, _ in form.multi_items()}) or ["none"]
-            raise MissingImages(f"no files in the multipart field 'images' (fields sent: {', '.join(fields)})")
-        if len(files) > max_images:
-            raise TooManyImages(f"{len(files)} images in one request; the limit is {max_images}")
-        return [ImageUpload(f"images[{i}] ({(f.filename or '')[:64]})", await f.read()) for i, f in enumerate(files)]
-    finally:
-        await form.close()
+async def _multipart_images(request: Request, max_images: int) -> list[ImageUpload]:
+    files, others = await multipart_files(request.headers.get("content-type", ""), request.stream(), "images",
+                                          max_images)
+    if not files:
+        raise MissingImages(f"no files in the multipart field 'images' (fields sent: {', '.join(others or ['none'])})")
+    return [ImageUpload(f"images[{i}] ({(f.filename or '')[:64]})", bytes(f.data)) for i, f in enumerate(files)]
 
 
 def parse_json(body: bytes) -> Any:
@@ -107,11 +99,11 @@ def _json_images(payload: Any, max_images: int) -> list[ImageUpload]:
     return uploads
 
 
-async def read_images(request: Request, max_images: int, max_bytes: int) -> list[ImageUpload]:
+async def read_images(request: Request, max_images: int) -> list[ImageUpload]:
     """The images of an encode request, in the order sent."""
     kind = media_type(request)
     if kind == "multipart/form-data":
-        return await _multipart_images(request, max_images, max_bytes)
+        return await _multipart_images(request, max_images)
     body = await request.body()
     if kind == "application/json":
         return _json_images(parse_json(body), max_images)

@@ -63,11 +63,13 @@ def _to_channels(image: Image.Image, channels: int) -> np.ndarray:
     return pixels[:, :, None] if pixels.ndim == 2 else pixels
 
 
-def decode_image(data: bytes, channels: int, max_pixels: int, label: str = "image") -> np.ndarray:
-    """Encoded image bytes -> uint8 pixels (H, W, channels). Raises UndecodableImage / ImageTooLarge."""
+def decode_image(data: bytes, channels: int, max_pixels: int, label: str = "image",
+                 opened: Image.Image | None = None) -> np.ndarray:
+    """Encoded image bytes (or the file already `opened` from them by read_header) -> uint8 pixels
+    (H, W, channels). Raises UndecodableImage / ImageTooLarge."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        image = _open(data, max_pixels, label)
+        image = opened if opened is not None else _open(data, max_pixels, label)
         try:
             image.seek(0)  # animated GIF / multi-page TIFF: the first frame
             if image.getexif().get(ORIENTATION, 1) != 1:  # what exif_transpose looks at, without its copy
@@ -105,7 +107,8 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
 
 
 Resize = Literal["native"] | None
-INLINE_BYTES = 64 * 1024  # encoded input bytes handled on the event loop
+INLINE_BYTES = 64 * 1024  # encoded input bytes decoded on the event loop, at most
+INLINE_DECODE_PIXELS = 4 * 28 * 28  # and decoded pixels: a few digits (a thread hop costs more than they do)
 INLINE_PIXELS = 16 * 28 * 28  # output pixels turned into PNGs on the event loop
 
 
@@ -157,9 +160,10 @@ class ImageHeader:
 
 
 def read_header(upload: ImageUpload, max_pixels: int) -> ImageHeader:
-    """Size from the header alone (413 over max_pixels, 400 when unreadable); nothing is decoded.
-    A PNG's EXIF may follow its pixel data, and reading it would decode them: a PNG's orientation
-    is read only when the header already has it (a rotation swaps H and W, not their product)."""
+    """Size from the header alone (413 over max_pixels, 400 when unreadable); nothing is decoded, and
+    the opened file stays with the upload for its decode. A PNG's EXIF may follow its pixel data,
+    and reading it would decode them: a PNG's orientation is read only when the header already has
+    it (a rotation swaps H and W, not their product)."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         image = _open(upload.data, max_pixels, upload.label)
@@ -170,6 +174,7 @@ def read_header(upload: ImageUpload, max_pixels: int) -> ImageHeader:
                 width, height = height, width
         except (OSError, ValueError, SyntaxError):
             pass  # an unreadable EXIF block: decoding will say so, or ignore it as exif_transpose does
+    upload.opened = image
     return ImageHeader(upload.label, height, width, image.mode)
 
 
@@ -191,7 +196,8 @@ def encode_size(m: Manifest, headers: list[ImageHeader], resize: Resize) -> tupl
 
 def decode_at(m: Manifest, upload: ImageUpload, resize: Resize, size: tuple[int, int], max_pixels: int) -> np.ndarray:
     """One encoded image -> uint8 (H, W, C) at the request's size (the header's promise, checked)."""
-    pixels = decode_image(upload.data, m.input.channels, max_pixels, upload.label)  # (H, W, C) uint8
+    opened, upload.opened = upload.opened, None  # the decode below is the opened file's only use
+    pixels = decode_image(upload.data, m.input.channels, max_pixels, upload.label, opened)  # (H, W, C) uint8
     if resize == "native":
         pixels = resize_to(pixels, m.input.height, m.input.width)
     if pixels.shape[:2] != size:
@@ -211,8 +217,10 @@ def decode_many(m: Manifest, uploads: list[ImageUpload], resize: Resize, size: t
 
 async def decode_uploads(m: Manifest, uploads: list[ImageUpload], resize: Resize, size: tuple[int, int],
                          max_pixels: int) -> np.ndarray:
-    """decode_many on the event loop for small bodies (a thread hop costs more), else in the thread pool."""
-    if sum(len(u.data) for u in uploads) <= INLINE_BYTES:
+    """decode_many on the event loop for a few small images (a thread hop costs more), else in the
+    thread pool (Pillow releases the GIL while it decodes, and the loop keeps serving)."""
+    pixels = len(uploads) * size[0] * size[1]
+    if pixels <= INLINE_DECODE_PIXELS and sum(len(u.data) for u in uploads) <= INLINE_BYTES:
         return decode_many(m, uploads, resize, size, max_pixels)
     return await run_in_threadpool(decode_many, m, uploads, resize, size, max_pixels)
 

@@ -45,6 +45,7 @@ FormatQuery = Annotated[OutputFormat, Query(
                 "Both binary formats are application/octet-stream streams that /decode accepts")]
 STREAM_KINDS = {"packed": Kind.PACKED, "entropy": Kind.ENTROPY}
 INLINE_CODES = 64 * 49  # responses of up to 64 digits' codes are written on the event loop
+WATCH_PIXELS = 4 * 28 * 28  # requests larger than a few digits are cancelled when their client leaves
 
 
 def codes_json(m: Manifest, codes: np.ndarray) -> bytes:
@@ -68,11 +69,11 @@ async def encode(request: Request, target: CodecTarget, resize: Resize, output: 
     with target.gate.admit():  # 429 before the body is read when too many requests are in progress
         async with target.memory.hold(reading, "reading the request body") as held:
             async with body_deadline(settings.body_timeout_s):
-                uploads = await read_images(request, settings.max_images, settings.max_body_bytes)
+                uploads = await read_images(request, settings.max_images)
             plan = plan_encode(model, uploads, resize, settings, json_output=output == "json")  # headers: 4xx now
             await held.grow_to(plan.working_bytes, plan.what)
             work = run_encode(model, plan, upload_loader(m, uploads, resize, plan.size, settings.max_pixels))
-            codes = await for_client(request, work, plan.deadline_s(settings))  # (N, h, w) int64
+            codes = await for_client(request, work, plan.deadline_s(settings), plan.pixels > WATCH_PIXELS)  # (N, h, w)
             heavy = codes.size > INLINE_CODES  # an entropy coder or JSON writer taking long: off the loop
             if output != "json":
                 stream = await off_loop(lambda: encode_stream(codes, STREAM_KINDS[output], m, model.runtime.entropy),
@@ -98,7 +99,7 @@ async def decode(request: Request, target: CodecTarget) -> Response:
                 assert decoded.pngs is not None
                 return decoded.pngs
 
-            pngs = await for_client(request, work(), plan.deadline_s(settings))
+            pngs = await for_client(request, work(), plan.deadline_s(settings), plan.pixels > WATCH_PIXELS)
             if single and png_wanted:
                 return Response(pngs[0], media_type="image/png")
             return JSONResponse({"model": m.name, "version": m.version,

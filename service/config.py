@@ -47,7 +47,8 @@ class Settings(BaseSettings):
     # -- throughput (see BENCHMARKS.md for how these were chosen)
     batching: Literal["on", "off"] = Field("on", description="coalesce concurrent requests into one run")
     batch_max: int = Field(64, ge=1, le=1024, description="items per onnxruntime run")
-    batch_wait_ms: float = Field(0.0, ge=0, le=2.0, description="wait for company while a batch is not full")
+    batch_wait_ms: float = Field(1.0, ge=0, le=2.0, description="wait for company while a batch is not full "
+                                 "and other requests in progress may still join it (a lone request never waits)")
     batch_inline_max: int = Field(2, ge=0, le=1024,
                                   description="runs of at most this many items execute on the event loop, not a thread")
     queue_max_items: int = Field(4096, ge=1, description="items queued per model and graph before 429")

@@ -58,7 +58,7 @@ def install_docs(app: FastAPI) -> None:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    registry = ModelRegistry(settings)
+    registry = ModelRegistry(settings, requests_in_progress=lambda: app.state.admission.in_progress)
     registry.discover()
     app.state.registry = registry
     restore_signals = install_sigterm_drain(registry.begin_shutdown, settings.drain_seconds)

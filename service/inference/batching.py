@@ -91,9 +91,13 @@ def padded(run: RunFn, max_batch: int, pixels_of: PixelsOf = spatial_pixels, max
 
 class MicroBatcher:
     def __init__(self, run: RunFn, executor: Executor, policy: BatchPolicy, observer: BatchObserver,
-                 pixels_of: PixelsOf = spatial_pixels) -> None:
+                 pixels_of: PixelsOf = spatial_pixels, in_progress: Callable[[], int] | None = None) -> None:
         self.run, self.executor, self.policy, self.observer = run, executor, policy, observer
         self.pixels_of = pixels_of
+        # Requests the server has in progress (admitted, not yet answered). Company is waited for only
+        # while some of them are not already waiting here: a lone request never waits.
+        self.in_progress = in_progress
+        self._submitters = 0  # requests inside submit(): queued or running
         self._queue: deque[_Job] = deque()
         self._queued_items = 0
         self._arrived = asyncio.Event()
@@ -117,6 +121,7 @@ class MicroBatcher:
         jobs = [_Job(inputs[i : i + limit], loop.create_future()) for i in range(0, n, limit)]
         self._queue.extend(jobs)
         self._queued_items += n
+        self._submitters += 1
         self._arrived.set()
         try:
             parts = [await job.future for job in jobs]
@@ -124,6 +129,8 @@ class MicroBatcher:
             for job in jobs:
                 job.future.cancel()
             raise
+        finally:
+            self._submitters -= 1
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     async def close(self) -> None:
@@ -166,13 +173,18 @@ class MicroBatcher:
         pixels = len(batch) * self.pixels_of(batch.shape[1:])
         return len(batch) <= policy.inline_max and pixels <= policy.inline_max_pixels
 
+    def _company_may_come(self) -> bool:
+        return self.in_progress is None or self.in_progress() > self._submitters
+
     async def _wait_for_company(self) -> None:
-        """Wait up to max_wait past the oldest job's arrival while the batch is not full."""
+        """Wait up to max_wait past the oldest job's arrival while the batch is not full and other
+        requests in progress may still join it."""
         policy = self.policy
         if not policy.coalesce or policy.max_wait <= 0:
             return
         deadline = self._queue[0].enqueued + policy.max_wait
-        while self._queued_items < policy.max_batch and (remaining := deadline - time.monotonic()) > 0:
+        while self._queued_items < policy.max_batch and self._company_may_come() \
+                and (remaining := deadline - time.monotonic()) > 0:
             self._arrived.clear()
             try:
                 await asyncio.wait_for(self._arrived.wait(), remaining)

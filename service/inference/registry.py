@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +89,7 @@ class ModelRegistry:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     memory: MemoryBudget = field(default_factory=lambda: MemoryBudget(0, 0.0))  # sized by load_all
     run_slot_bytes: int = 0
+    requests_in_progress: Callable[[], int] | None = None  # the admission gate's count, for the batchers
 
     @property
     def threads_per_session(self) -> int:
@@ -114,7 +116,7 @@ class ModelRegistry:
 
         def batcher(run: RunFn, graph: str, pixels_of: PixelsOf) -> MicroBatcher:
             return MicroBatcher(padded(run, s.batch_max, pixels_of, run_pixels), self.executor, policy,
-                                BatchMetrics(runtime.name, graph), pixels_of)
+                                BatchMetrics(runtime.name, graph), pixels_of, self.requests_in_progress)
 
         def output_pixels(grid: tuple[int, ...]) -> int:  # a decode run's cost grows with the image it makes
             return spatial_pixels(grid) * downsample**2

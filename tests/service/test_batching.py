@@ -108,6 +108,32 @@ def test_without_coalescing_every_request_runs_alone(runtime: ModelRuntime, imag
     assert all(r is not None for r in results)
 
 
+def test_company_is_awaited_only_while_other_requests_are_in_progress(runtime: ModelRuntime,
+                                                                     images: np.ndarray) -> None:
+    """A lone request never waits max_wait; with a second request in progress but not yet queued,
+    the batch waits for it and both run together."""
+    policy = BatchPolicy(max_batch=16, max_wait=0.5)
+
+    async def main(in_progress: list[int]) -> tuple[float, Recorder]:
+        recorder = Recorder()
+        with ThreadPoolExecutor(1) as executor:
+            batcher = MicroBatcher(padded(runtime.encode, 16), executor, policy, recorder,
+                                   in_progress=lambda: in_progress[0])
+            started = time.monotonic()
+            first = asyncio.create_task(batcher.submit(images[:1]))
+            if in_progress[0] > 1:  # the second request is still reading its body
+                await asyncio.sleep(0.05)
+                await batcher.submit(images[1:2])
+            await first
+            await batcher.close()
+        return time.monotonic() - started, recorder
+
+    alone, recorder = asyncio.run(main([1]))
+    assert alone < 0.25 and recorder.sizes == [1]  # no wait for company that cannot come
+    _, recorder = asyncio.run(main([2]))
+    assert recorder.sizes == [2]  # waited, and the late arrival joined the batch
+
+
 def test_a_full_queue_refuses_at_once(runtime: ModelRuntime, images: np.ndarray) -> None:
     recorder = Recorder()
 

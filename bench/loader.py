@@ -1,7 +1,7 @@
 """The training loader against what training consumes, side by side in one run.
 
     python -m bench.loader --data-dir ../shared/data
-    python -m bench.loader --data-dir ../shared/data --workers 1 2 --crop 32 --batch-size 64 --hidden 64
+    python -m bench.loader --data-dir ../shared/data --workers 1 2 --crop 32 --batch-size 64 --hidden 64 --res-hidden 64
 
 Loader: decoded, cropped and flipped batches from the Tiny ImageNet shards through the trainer's
 own DataLoader (shard-blocked order, worker processes), nothing else running: images per second.
@@ -63,14 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crop", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--res-hidden", type=int, default=64, help="as the shipped colour recipe")
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     spec = str(args.data_dir / "tiny-imagenet" / "train-{0000..0009}.tar.gz")
-    cfg = ModelConfig(in_channels=3, hidden=args.hidden, res_hidden=args.hidden // 2, center=True)
+    cfg = ModelConfig(in_channels=3, hidden=args.hidden, res_hidden=args.res_hidden, center=True)
     consumed = training_images_per_second(cfg, args.crop, args.batch_size, 30, args.threads)
-    shape = f"batch {args.batch_size} of {args.crop}×{args.crop}"
-    print(f"training (hidden {args.hidden}, {args.threads} threads, {shape}): {consumed:.0f} images/s\n")
+    shape = f"hidden {args.hidden}/{args.res_hidden}, {args.threads} threads, batch {args.batch_size} of {args.crop}²"
+    print(f"training ({shape}): {consumed:.0f} images/s\n")
     print("| loader workers | images/s | × training's need |\n|---:|---:|---:|")
     for workers in args.workers:
         rate = loader_images_per_second(spec, workers, args.crop, args.batch_size, args.steps)

@@ -66,6 +66,11 @@ def multipart_raw(parts: list[Part]) -> dict[str, Any]:
     return {"content": body, "headers": {"content-type": content_type}}
 
 
+def truncated(request: dict[str, Any], cut: int) -> dict[str, Any]:
+    """The body without its last `cut` bytes: the closing boundary and the file's tail."""
+    return {**request, "content": request["content"][:-cut]}
+
+
 def raw(data: bytes, kind: str = "image/png") -> dict[str, Any]:
     return {"content": data, "headers": {"content-type": kind}}
 
@@ -130,6 +135,16 @@ CASES = [
     Case("multipart-broken", "POST", "/encode",
          lambda: {"content": b"--x\r\nnonsense", "headers": {"content-type": "multipart/form-data; boundary=x"}},
          400, None),
+    Case("multipart-truncated", "POST", "/encode",
+         lambda: truncated(multipart_raw([Part("images", PNG, "a.png")]), 30), 400, "bad_request"),
+    Case("multipart-boundary-300-chars", "POST", "/encode",
+         lambda: {"content": b"--" + b"b" * 300 + b"\r\n", "headers": {"content-type":
+                  "multipart/form-data; boundary=" + "b" * 300}}, 400, "bad_request"),
+    Case("multipart-part-without-name", "POST", "/encode",
+         lambda: {"content": b'--x\r\nContent-Disposition: form-data; filename="a.png"\r\n\r\n' + PNG
+                  + b"\r\n--x--\r\n", "headers": {"content-type": "multipart/form-data; boundary=x"}},
+         400, "bad_request"),
+    Case("format-blank", "POST", "/encode?format=", lambda: raw(PNG), 422, "invalid_parameter"),
     Case("mixed-sizes", "POST", "/encode",
          lambda: files(("a.png", PNG), ("b.png", png_bytes(np.zeros((32, 32), np.uint8)))), 422, "unsupported_size"),
     Case("json-invalid-base64", "POST", "/encode", lambda: {"json": {"images": ["not base64!!"]}}, 400,

@@ -93,6 +93,12 @@ def response_for(exc: Exception, method: str, path: str) -> JSONResponse:
     path (routes served without FastAPI's routing): domain errors, a departed client, the rest 500."""
     if isinstance(exc, ServiceError | ContractError):
         return domain_error_response(exc, path)
+    if isinstance(exc, HTTPException):
+        message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        if exc.status_code == 404:
+            message = "no such endpoint; see /docs"
+        return error_response(exc.status_code, HTTP_CODES.get(exc.status_code, "http_error"), message,
+                              headers=dict(exc.headers or {}), path=path)
     if isinstance(exc, ClientDisconnect):
         # The client closed the connection mid-body: nobody will read this; not a server fault.
         log.debug("client disconnected during %s %s", method, path)
@@ -110,11 +116,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def on_http_exception(request: Request, exc: HTTPException) -> JSONResponse:
-        message = exc.detail if isinstance(exc.detail, str) else "request failed"
-        if exc.status_code == 404:
-            message = "no such endpoint; see /docs"
-        return error_response(exc.status_code, HTTP_CODES.get(exc.status_code, "http_error"), message,
-                              headers=dict(exc.headers or {}), path=request.url.path)
+        return response_for(exc, request.method, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -70,10 +70,11 @@ class CodecFastPath:
         target = CodecTarget(model, settings, state.admission, registry.memory)
         if operation == "decode":
             return await decode(request, target)
-        query = dict(parse_qsl(request.scope.get("query_string", b"").decode("latin-1")))
+        # As FastAPI validates them: a blank value is not the default, and every problem is named.
+        query = dict(parse_qsl(request.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
         resize, output = query.get("resize"), query.get("format", "json")
-        if resize not in (None, "native") or output not in FORMATS:
-            problem = "query.resize: Input should be 'native'" if resize not in (None, "native") else \
-                "query.format: Input should be 'json', 'packed' or 'entropy'"
-            return error_response(422, "invalid_parameter", problem)
+        problems = ([] if resize in (None, "native") else ["query.resize: Input should be 'native'"]) + \
+            ([] if output in FORMATS else ["query.format: Input should be 'json', 'packed' or 'entropy'"])
+        if problems:
+            return error_response(422, "invalid_parameter", "; ".join(problems))
         return await encode(request, target, resize, output)

@@ -159,6 +159,14 @@ class ImageHeader:
         return self.pixels * DECODE_BYTES_PER_PIXEL.get(self.mode, DECODE_BYTES_OTHER_MODES)
 
 
+KEEP_OPENED_METADATA_BYTES = 64 * 1024  # an opened file kept for its decode holds at most this much text
+
+
+def _metadata_bytes(image: Image.Image) -> int:
+    """What the opened file holds besides its header: PNG text chunks (expanded), EXIF, ICC, XMP."""
+    return sum(len(v) for v in image.info.values() if isinstance(v, str | bytes))
+
+
 def read_header(upload: ImageUpload, max_pixels: int) -> ImageHeader:
     """Size from the header alone (413 over max_pixels, 400 when unreadable); nothing is decoded, and
     the opened file stays with the upload for its decode. A PNG's EXIF may follow its pixel data,
@@ -174,7 +182,8 @@ def read_header(upload: ImageUpload, max_pixels: int) -> ImageHeader:
                 width, height = height, width
         except (OSError, ValueError, SyntaxError):
             pass  # an unreadable EXIF block: decoding will say so, or ignore it as exif_transpose does
-    upload.opened = image
+    if _metadata_bytes(image) <= KEEP_OPENED_METADATA_BYTES:
+        upload.opened = image  # else dropped now: only the image being decoded holds its metadata
     return ImageHeader(upload.label, height, width, image.mode)
 
 
@@ -219,7 +228,9 @@ async def decode_uploads(m: Manifest, uploads: list[ImageUpload], resize: Resize
                          max_pixels: int) -> np.ndarray:
     """decode_many on the event loop for a few small images (a thread hop costs more), else in the
     thread pool (Pillow releases the GIL while it decodes, and the loop keeps serving)."""
-    pixels = len(uploads) * size[0] * size[1]
+    # The files' own sizes (a resize may shrink them), known when their headers were read.
+    pixels = sum(u.opened.size[0] * u.opened.size[1] if u.opened is not None else INLINE_DECODE_PIXELS + 1
+                 for u in uploads)
     if pixels <= INLINE_DECODE_PIXELS and sum(len(u.data) for u in uploads) <= INLINE_BYTES:
         return decode_many(m, uploads, resize, size, max_pixels)
     return await run_in_threadpool(decode_many, m, uploads, resize, size, max_pixels)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from service.errors import BadRequest, TooManyImages
@@ -35,6 +35,7 @@ class _Collector:
         self.files = self.fields = 0
         self._header_name, self._header_value = bytearray(), bytearray()
         self._disposition = b""
+        self.ended = False  # the closing boundary was seen
 
     def part_begin(self) -> None:
         self.parts.append(Part())
@@ -54,8 +55,10 @@ class _Collector:
 
     def headers_finished(self) -> None:
         _, options = parse_options_header(self._disposition)
+        if b"name" not in options:
+            raise BadRequest('malformed multipart body: a part\'s Content-Disposition has no "name"')
         part = self.parts[-1]
-        part.name = options.get(b"name", b"").decode("utf-8", "replace")
+        part.name = options[b"name"].decode("utf-8", "replace")
         filename = options.get(b"filename")
         part.filename = filename.decode("utf-8", "replace") if filename is not None else None
         if part.filename is not None and part.name == self.field_name:
@@ -73,6 +76,9 @@ class _Collector:
         if part.filename is not None and part.name == self.field_name:
             part.data += data[start:end]
 
+    def end(self) -> None:
+        self.ended = True
+
 
 async def multipart_files(content_type: str, chunks: AsyncIterator[bytes], field_name: str,
                           max_files: int) -> tuple[list[Part], list[str]]:
@@ -85,15 +91,18 @@ async def multipart_files(content_type: str, chunks: AsyncIterator[bytes], field
     collector = _Collector(field_name, max_files)
     callbacks = {"on_part_begin": collector.part_begin, "on_header_field": collector.header_field,
                  "on_header_value": collector.header_value, "on_header_end": collector.header_end,
-                 "on_headers_finished": collector.headers_finished, "on_part_data": collector.part_data}
-    parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
+                 "on_headers_finished": collector.headers_finished, "on_part_data": collector.part_data,
+                 "on_end": collector.end}
     try:
+        parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]  # a bad boundary raises here
         async for chunk in chunks:
             if chunk:
                 parser.write(chunk)
         parser.finalize()
-    except MultipartParseError as exc:
+    except FormParserError as exc:
         raise BadRequest(f"malformed multipart body: {exc}") from exc
+    if not collector.ended:  # cut short: its last part would be a truncated file
+        raise BadRequest("malformed multipart body: it ends before its closing boundary")
     def is_file(part: Part) -> bool:
         return part.filename is not None and part.name == field_name
 

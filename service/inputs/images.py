@@ -27,6 +27,11 @@ from service.inputs.bodies import ImageUpload
 SUPPORTED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 ORIENTATION = 0x0112  # the EXIF tag
+XMP = "XML:com.adobe.xmp"  # Pillow also reads an orientation from XMP
+# Pillow's decompression-bomb warning is an error here, for the whole process, set once: a
+# warnings.catch_warnings() around every decode cost about a fifth of a digit's decode, and is not
+# thread-safe besides (decodes run in the thread pool).
+warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
 
 
 def _open(data: bytes, max_pixels: int, label: str) -> Image.Image:
@@ -58,7 +63,9 @@ def _to_channels(image: Image.Image, channels: int) -> np.ndarray:
         rgba = image.convert("RGBA")
         black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         image = Image.alpha_composite(black, rgba)
-    image = image.convert("L" if channels == 1 else "RGB")
+    wanted = "L" if channels == 1 else "RGB"
+    if image.mode != wanted:  # convert() copies even when the mode is already right
+        image = image.convert(wanted)
     pixels = np.asarray(image, dtype=np.uint8)
     return pixels[:, :, None] if pixels.ndim == 2 else pixels
 
@@ -67,18 +74,27 @@ def decode_image(data: bytes, channels: int, max_pixels: int, label: str = "imag
                  opened: Image.Image | None = None) -> np.ndarray:
     """Encoded image bytes (or the file already `opened` from them by read_header) -> uint8 pixels
     (H, W, channels). Raises UndecodableImage / ImageTooLarge."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        image = opened if opened is not None else _open(data, max_pixels, label)
-        try:
-            image.seek(0)  # animated GIF / multi-page TIFF: the first frame
-            if image.getexif().get(ORIENTATION, 1) != 1:  # what exif_transpose looks at, without its copy
-                image = ImageOps.exif_transpose(image) or image
-            return _to_channels(image, channels)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageTooLarge(f"{label} is too large: {exc}") from exc
-        except (OSError, ValueError, SyntaxError, EOFError) as exc:  # truncated or corrupt pixel data
-            raise UndecodableImage(f"{label} could not be decoded: the data is truncated or corrupt") from exc
+    image = opened if opened is not None else _open(data, max_pixels, label)
+    try:
+        image.seek(0)  # animated GIF / multi-page TIFF: the first frame
+        if _orientation(image) != 1:
+            image = ImageOps.exif_transpose(image) or image
+        return _to_channels(image, channels)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLarge(f"{label} is too large: {exc}") from exc
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:  # truncated or corrupt pixel data
+        raise UndecodableImage(f"{label} could not be decoded: the data is truncated or corrupt") from exc
+
+
+def _orientation(image: Image.Image) -> int:
+    """What exif_transpose looks at, without its copy. A PNG's EXIF may follow its pixels, so it is
+    loaded first; once loaded, a PNG with neither EXIF nor XMP has no orientation (getexif would
+    parse nothing, at a cost comparable to the digit's decode)."""
+    if image.format == "PNG":
+        image.load()
+        if "exif" not in image.info and XMP not in image.info:
+            return 1
+    return int(image.getexif().get(ORIENTATION, 1))
 
 
 def resize_to(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -172,16 +188,14 @@ def read_header(upload: ImageUpload, max_pixels: int) -> ImageHeader:
     the opened file stays with the upload for its decode. A PNG's EXIF may follow its pixel data,
     and reading it would decode them: a PNG's orientation is read only when the header already has
     it (a rotation swaps H and W, not their product)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        image = _open(upload.data, max_pixels, upload.label)
-        width, height = image.size
-        try:
-            exif_in_header = image.format != "PNG" or "exif" in image.info
-            if exif_in_header and image.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8):  # a quarter turn
-                width, height = height, width
-        except (OSError, ValueError, SyntaxError):
-            pass  # an unreadable EXIF block: decoding will say so, or ignore it as exif_transpose does
+    image = _open(upload.data, max_pixels, upload.label)
+    width, height = image.size
+    try:
+        exif_in_header = image.format != "PNG" or "exif" in image.info
+        if exif_in_header and image.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8):  # a quarter turn
+            width, height = height, width
+    except (OSError, ValueError, SyntaxError):
+        pass  # an unreadable EXIF block: decoding will say so, or ignore it as exif_transpose does
     if _metadata_bytes(image) <= KEEP_OPENED_METADATA_BYTES:
         upload.opened = image  # else dropped now: only the image being decoded holds its metadata
     return ImageHeader(upload.label, height, width, image.mode)

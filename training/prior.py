@@ -1,0 +1,212 @@
+"""Train the prior (training/prior_model.py) over a trained VQ-VAE's code grids.
+
+    python -m training.prior --vqvae models/mnist/checkpoint.pt --data-dir ../shared/data --out-dir runs/prior-mnist
+
+The grids are the VQ-VAE's codes of the training set (its own data set, built-in sets only for now),
+computed once at start-up; the prior is class-conditional where the set has labels. The trainer's
+conventions: one config dataclass stored in the checkpoint, every field a flag, a progress bar,
+metrics.jsonl, exact resume (the batch order is a pure function of seed and step), eval.json at the
+end with the test grids' negative log-likelihood in bits per grid, bytes per image and bits per
+dimension (per pixel channel, the paper's unit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from training.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
+from training.cli import add_dataclass_arguments, build_config
+from training.data import DATASETS, DataError, load_split
+from training.model import VQVAE
+from training.prior_model import CodePrior, PriorConfig
+
+CLASSES = {"mnist": 10, "fashion-mnist": 10}
+
+
+@dataclass
+class PriorTrainConfig:
+    vqvae: str = "models/mnist/checkpoint.pt"  # the VQ-VAE checkpoint whose codes are modelled
+    data_dir: str | None = None
+    out_dir: str = "runs/prior-mnist"
+    conditional: bool = True  # condition on the class labels
+    train_images: int | None = None  # use only the first N training images (tests, quick runs)
+    test_images: int | None = None
+    seed: int = 0
+    max_steps: int = 2000  # 654 s on 2 CPU cores with the default model (docs/training.md)
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    eval_interval: int = 500
+    log_interval: int = 50
+    resume: bool = False
+    stop_after: int | None = None  # stop at this step as if interrupted
+    threads: int | None = None
+    progress: bool = True
+    model: PriorConfig = field(default_factory=PriorConfig)
+
+
+@dataclass
+class CodeSet:
+    codes: torch.Tensor  # (N, h, w) int64
+    labels: torch.Tensor | None  # (N,) int64
+
+
+def grids_of(vqvae: VQVAE, images: np.ndarray, batch: int = 500) -> torch.Tensor:
+    """uint8 (N, 28, 28) -> the VQ-VAE's codes (N, 7, 7) int64."""
+    parts = []
+    for start in range(0, len(images), batch):
+        x = torch.tensor(images[start : start + batch], dtype=torch.float32).div(255)[:, None]  # (B, 1, 28, 28)
+        parts.append(vqvae.encode_to_indices(x))
+    return torch.cat(parts)
+
+
+def code_sets(cfg: PriorTrainConfig, ckpt: dict[str, Any]) -> tuple[CodeSet, CodeSet, str]:
+    dataset = ckpt["config"]["dataset"]
+    if dataset not in DATASETS:
+        raise DataError(f"{cfg.vqvae} was trained on {dataset!r}; the prior trains on the built-in sets "
+                        f"({', '.join(DATASETS)}) for now")
+    vqvae = model_from_checkpoint(ckpt)
+    sets = []
+    for split, limit in (("train", cfg.train_images), ("test", cfg.test_images)):
+        images, labels = load_split(dataset, split, cfg.data_dir)
+        images, labels = images[:limit], labels[:limit]
+        sets.append(CodeSet(grids_of(vqvae, images),
+                            torch.from_numpy(labels.astype(np.int64)) if cfg.conditional else None))
+    return sets[0], sets[1], dataset
+
+
+def batch_indices(cfg: PriorTrainConfig, n: int, step: int) -> torch.Tensor:
+    """The step's batch: a pure function of (seed, step), so a resumed run draws the same ones."""
+    generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    return torch.randint(0, n, (cfg.batch_size,), generator=generator)
+
+
+def learning_rate(cfg: PriorTrainConfig, step: int) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+@torch.no_grad()
+def test_nll(prior: CodePrior, data: CodeSet, pixels: int, batch: int = 1000) -> dict[str, float]:
+    """Mean code length of the test grids: bits per grid, bytes per image, bits per dimension."""
+    prior.eval()
+    total = 0.0
+    for start in range(0, len(data.codes), batch):
+        labels = data.labels[start : start + batch] if data.labels is not None else None
+        total += float(prior.bits(data.codes[start : start + batch], labels).sum())
+    prior.train()
+    bits = total / len(data.codes)
+    return {"bits_per_grid": bits, "bytes_per_image": bits / 8, "bits_per_dim": bits / pixels}
+
+
+def restore(cfg: PriorTrainConfig, prior: CodePrior, optimizer: torch.optim.Optimizer) -> tuple[int, float]:
+    ckpt = load_checkpoint(Path(cfg.out_dir) / "ckpt.pt")
+    if ckpt.get("kind") != "prior" or ckpt["config"] != asdict(replace(cfg, resume=False, stop_after=None)):
+        raise CheckpointError(f"{cfg.out_dir}/ckpt.pt was made with a different config; resume with the same flags")
+    prior.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    torch.set_rng_state(ckpt["rng"])
+    return ckpt["step"], ckpt["seconds"]
+
+
+def save(cfg: PriorTrainConfig, prior: CodePrior, optimizer: torch.optim.Optimizer, step: int, seconds: float,
+         extra: dict[str, Any]) -> None:
+    save_checkpoint(Path(cfg.out_dir) / "ckpt.pt", {
+        "kind": "prior", "config": asdict(replace(cfg, resume=False, stop_after=None)), "model": prior.state_dict(),
+        "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(), "step": step, "seconds": seconds,
+        "command": "python -m training.prior " + " ".join(sys.argv[1:]), **extra})
+
+
+def train_steps(cfg: PriorTrainConfig, prior: CodePrior, optimizer: torch.optim.Optimizer, train: CodeSet,
+                test: CodeSet, step: int, end: int, started: float, pixels: int) -> int:
+    log = Path(cfg.out_dir) / "metrics.jsonl"
+    bar = tqdm(total=end, initial=step, disable=not cfg.progress, dynamic_ncols=True)
+    while step < end:
+        rows = batch_indices(cfg, len(train.codes), step)
+        codes = train.codes[rows]  # (B, h, w)
+        labels = train.labels[rows] if train.labels is not None else None
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(cfg, step)
+        loss = prior.bits(codes, labels).mean() / codes[0].numel()  # bits per code
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        bar.update(1)
+        bits_per_code = float(loss.detach())
+        rows_out = []
+        if step % cfg.log_interval == 0:
+            rows_out.append({"kind": "train", "step": step, "bits_per_code": bits_per_code,
+                             "seconds": round(time.perf_counter() - started, 2)})
+        if step % cfg.eval_interval == 0 and step < cfg.max_steps:
+            rows_out.append({"kind": "eval", "step": step, **test_nll(prior, test, pixels)})
+        with log.open("a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows_out)
+        bar.set_postfix(bits_per_code=f"{bits_per_code:.3f}")
+    bar.close()
+    return step
+
+
+def main(cfg: PriorTrainConfig) -> dict[str, Any]:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    vq = load_checkpoint(cfg.vqvae)
+    train, test, dataset = code_sets(cfg, vq)
+    grid = tuple(train.codes.shape[1:])
+    cfg = replace(cfg, model=replace(cfg.model, codebook_size=vq["config"]["model"]["codebook_size"],
+                                     positions=grid[0] * grid[1],
+                                     classes=CLASSES[dataset] if cfg.conditional else 0))
+    pixels = grid[0] * grid[1] * 16 * vq["config"]["model"].get("in_channels", 1)  # each code is a 4×4 block
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    prior = CodePrior(cfg.model)
+    optimizer = torch.optim.AdamW(prior.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step, seconds = restore(cfg, prior, optimizer) if cfg.resume and (out / "ckpt.pt").exists() else (0, 0.0)
+    started = time.perf_counter() - seconds
+    step = train_steps(cfg, prior, optimizer, train, test, step, min(cfg.max_steps, cfg.stop_after or cfg.max_steps),
+                       started, pixels)
+    seconds = time.perf_counter() - started
+    metrics: dict[str, Any] = {}
+    if step == cfg.max_steps:
+        metrics = {"dataset": dataset, "split": "test", "grids": len(test.codes), "grid": list(grid), "step": step,
+                   "train_seconds": round(seconds, 1), **test_nll(prior, test, pixels)}
+        (out / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    save(cfg, prior, optimizer, step, seconds, {"grid": list(grid), "dataset": dataset, "metrics": metrics or None})
+    return metrics
+
+
+def parse_args(argv: list[str] | None = None) -> PriorTrainConfig:
+    parser = argparse.ArgumentParser(prog="python -m training.prior", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_dataclass_arguments(parser, PriorTrainConfig)
+    return build_config(PriorTrainConfig, vars(parser.parse_args(argv)))
+
+
+def cli(argv: list[str] | None = None) -> int:
+    try:
+        metrics = main(parse_args(argv))
+    except (DataError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if metrics:
+        print(json.dumps(metrics, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

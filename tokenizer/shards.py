@@ -13,7 +13,6 @@ order, fixed Parquet settings (zstd, no statistics), and the writer's version in
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -22,6 +21,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from contract.manifest import sha256_of
 
 FORMAT = "vqvae-tokens/1"
 SCHEMA = pa.schema([
@@ -58,14 +59,6 @@ class ShardRecord:
 
 def shard_name(index: int) -> str:
     return f"shard-{index:05d}"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_shard(out_dir: Path, index: int, rows: list[Row], failed: list[Failure]) -> ShardRecord:

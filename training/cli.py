@@ -46,6 +46,14 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, prefix: 
                             help=f"(default: {default})")
 
 
+def parse_config(cls: type[T], prog: str, description: str | None, argv: list[str] | None) -> T:
+    """The command line -> `cls` with its defaults and the flags given (every field a flag)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_dataclass_arguments(parser, cls)
+    return build_config(cls, vars(parser.parse_args(argv)))
+
+
 def build_config(cls: type[T], overrides: dict[str, Any]) -> T:
     """Defaults of `cls` with dotted overrides applied: {"model.hidden": 128, "lr": 1e-3}."""
     hints = typing.get_type_hints(cls)

@@ -12,9 +12,7 @@ dimension (per pixel channel, the paper's unit).
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -26,10 +24,11 @@ import torch
 from tqdm import tqdm
 
 from training.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
-from training.cli import add_dataclass_arguments, build_config
+from training.cli import parse_config
 from training.data import DATASETS, DataError, load_split
 from training.model import VQVAE
 from training.prior_model import CodePrior, PriorConfig
+from training.train import learning_rate
 
 CLASSES = {"mnist": 10, "fashion-mnist": 10}
 
@@ -43,10 +42,11 @@ class PriorTrainConfig:
     train_images: int | None = None  # use only the first N training images (tests, quick runs)
     test_images: int | None = None
     seed: int = 0
-    max_steps: int = 2000  # 654 s on 2 CPU cores with the default model (docs/training.md)
+    max_steps: int = 2000  # 601–654 s on 2 CPU cores with the default model (docs/training.md)
     batch_size: int = 64
     lr: float = 1e-3
     warmup_steps: int = 100
+    min_lr_ratio: float = 0.01  # cosine decay ends at lr * min_lr_ratio
     weight_decay: float = 0.01
     eval_interval: int = 500
     log_interval: int = 50
@@ -93,13 +93,6 @@ def batch_indices(cfg: PriorTrainConfig, n: int, step: int) -> torch.Tensor:
     return torch.randint(0, n, (cfg.batch_size,), generator=generator)
 
 
-def learning_rate(cfg: PriorTrainConfig, step: int) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
-    return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
 @torch.no_grad()
 def test_nll(prior: CodePrior, data: CodeSet, pixels: int, batch: int = 1000) -> dict[str, float]:
     """Mean code length of the test grids: bits per grid, bytes per image, bits per dimension."""
@@ -113,9 +106,17 @@ def test_nll(prior: CodePrior, data: CodeSet, pixels: int, batch: int = 1000) ->
     return {"bits_per_grid": bits, "bytes_per_image": bits / 8, "bits_per_dim": bits / pixels}
 
 
+RUN_ONLY = ("data_dir", "out_dir", "resume", "stop_after", "threads", "progress")  # not what a run computes
+
+
+def what_it_trains(config: dict[str, Any]) -> dict[str, Any]:
+    """A stored or current config without the fields that may change on resume."""
+    return {k: v for k, v in config.items() if k not in RUN_ONLY}
+
+
 def restore(cfg: PriorTrainConfig, prior: CodePrior, optimizer: torch.optim.Optimizer) -> tuple[int, float]:
     ckpt = load_checkpoint(Path(cfg.out_dir) / "ckpt.pt")
-    if ckpt.get("kind") != "prior" or ckpt["config"] != asdict(replace(cfg, resume=False, stop_after=None)):
+    if ckpt.get("kind") != "prior" or what_it_trains(ckpt["config"]) != what_it_trains(asdict(cfg)):
         raise CheckpointError(f"{cfg.out_dir}/ckpt.pt was made with a different config; resume with the same flags")
     prior.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
@@ -126,7 +127,7 @@ def restore(cfg: PriorTrainConfig, prior: CodePrior, optimizer: torch.optim.Opti
 def save(cfg: PriorTrainConfig, prior: CodePrior, optimizer: torch.optim.Optimizer, step: int, seconds: float,
          extra: dict[str, Any]) -> None:
     save_checkpoint(Path(cfg.out_dir) / "ckpt.pt", {
-        "kind": "prior", "config": asdict(replace(cfg, resume=False, stop_after=None)), "model": prior.state_dict(),
+        "kind": "prior", "config": asdict(cfg), "model": prior.state_dict(),
         "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(), "step": step, "seconds": seconds,
         "command": "python -m training.prior " + " ".join(sys.argv[1:]), **extra})
 
@@ -191,10 +192,7 @@ def main(cfg: PriorTrainConfig) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None = None) -> PriorTrainConfig:
-    parser = argparse.ArgumentParser(prog="python -m training.prior", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataclass_arguments(parser, PriorTrainConfig)
-    return build_config(PriorTrainConfig, vars(parser.parse_args(argv)))
+    return parse_config(PriorTrainConfig, "python -m training.prior", __doc__, argv)
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -11,7 +11,6 @@ global batch, so 2 ranks compute the same steps as 1 process with the same batch
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -20,7 +19,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
@@ -28,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from training.checkpoint import CheckpointError, load_checkpoint, model_config_from, save_checkpoint
-from training.cli import add_dataclass_arguments, build_config
+from training.cli import parse_config
 from training.data import DATASETS, DataError
 from training.evaluate import evaluate_images, grid_images, reconstruct, save_reconstruction_grid
 from training.loader import SourceSpec, TrainingData, builtin_data, source_data
@@ -134,7 +133,16 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
 # -- data order and learning rate: pure functions of the step, so resume needs no loader state ----
 
 
-def learning_rate(cfg: TrainConfig, step: int) -> float:
+class Schedule(Protocol):
+    """What the learning-rate schedule reads from a config (TrainConfig, PriorTrainConfig)."""
+
+    lr: float
+    warmup_steps: int
+    max_steps: int
+    min_lr_ratio: float
+
+
+def learning_rate(cfg: Schedule, step: int) -> float:
     """Linear warm-up, then cosine decay to lr * min_lr_ratio at max_steps."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -330,10 +338,7 @@ def main(cfg: TrainConfig) -> TrainResult:
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataclass_arguments(parser, TrainConfig)
-    return build_config(TrainConfig, vars(parser.parse_args(argv)))
+    return parse_config(TrainConfig, "python -m training.train", __doc__, argv)
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -21,26 +21,27 @@ async def _client_gone(request: Request) -> None:
         pass
 
 
+async def _within(work: Awaitable[T], seconds: float) -> T:
+    """Await `work`; DeadlineExceeded (504) when it takes longer than `seconds`."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await work
+    except TimeoutError:
+        raise DeadlineExceeded(f"the request did not finish within {seconds:g} s; the server is busy, "
+                               "retry later or send fewer images per request") from None
+
+
 async def for_client(request: Request, work: Awaitable[T], seconds: float, watch: bool = True) -> T:
     """Await `work` within the deadline (504 after it). If the client disconnects first, the work is
     cancelled, so its queued inference is skipped rather than run for nobody. `watch=False` for work
     too small to be worth two more tasks (a digit's encode takes less than their bookkeeping)."""
     if not watch:
-        try:
-            async with asyncio.timeout(seconds):
-                return await work
-        except TimeoutError:
-            raise DeadlineExceeded(f"the request did not finish within {seconds:g} s; the server is busy, "
-                                   "retry later or send fewer images per request") from None
+        return await _within(work, seconds)
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(_client_gone(request))
     watcher.add_done_callback(lambda _: task.cancel())  # fires on disconnect (and harmlessly on cleanup)
     try:
-        async with asyncio.timeout(seconds):
-            return await task
-    except TimeoutError:
-        raise DeadlineExceeded(f"the request did not finish within {seconds:g} s; the server is busy, "
-                               "retry later or send fewer images per request") from None
+        return await _within(task, seconds)
     except asyncio.CancelledError:
         if watcher.done() and not watcher.cancelled():
             raise ClientDisconnect() from None

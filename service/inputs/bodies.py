@@ -25,7 +25,7 @@ from service.errors import (
     TooManyImages,
     UnsupportedMediaType,
 )
-from service.inputs.multipart import multipart_files
+from service.inputs.multipart_parser import multipart_files
 
 RAW_IMAGE_TYPES = ("image/png", "image/jpeg", "image/bmp", "image/x-ms-bmp", "image/gif", "image/webp", "image/tiff")
 ACCEPTED_ENCODE_TYPES = "multipart/form-data (field 'images'), application/json {\"images\": [base64]}, or " + \

@@ -20,7 +20,7 @@ MAX_FIELDS = 64  # parts that are not files: a form's extra fields, bounded
 
 
 @dataclass
-class Part:
+class ReceivedPart:
     name: str = ""
     filename: str | None = None  # None for a plain field
     data: bytearray = field(default_factory=bytearray)
@@ -31,14 +31,14 @@ class _Collector:
 
     def __init__(self, field_name: str, max_files: int) -> None:
         self.field_name, self.max_files = field_name, max_files
-        self.parts: list[Part] = []
+        self.parts: list[ReceivedPart] = []
         self.files = self.fields = 0
         self._header_name, self._header_value = bytearray(), bytearray()
         self._disposition = b""
         self.ended = False  # the closing boundary was seen
 
     def part_begin(self) -> None:
-        self.parts.append(Part())
+        self.parts.append(ReceivedPart())
         self._disposition = b""
 
     def header_field(self, data: bytes, start: int, end: int) -> None:
@@ -81,7 +81,7 @@ class _Collector:
 
 
 async def multipart_files(content_type: str, chunks: AsyncIterator[bytes], field_name: str,
-                          max_files: int) -> tuple[list[Part], list[str]]:
+                          max_files: int) -> tuple[list[ReceivedPart], list[str]]:
     """-> (the files of `field_name` in the order sent, the names of every other part).
     BadRequest when the body is malformed, TooManyImages past `max_files` (as soon as it is)."""
     _, params = parse_options_header(content_type)
@@ -103,7 +103,7 @@ async def multipart_files(content_type: str, chunks: AsyncIterator[bytes], field
         raise BadRequest(f"malformed multipart body: {exc}") from exc
     if not collector.ended:  # cut short: its last part would be a truncated file
         raise BadRequest("malformed multipart body: it ends before its closing boundary")
-    def is_file(part: Part) -> bool:
+    def is_file(part: ReceivedPart) -> bool:
         return part.filename is not None and part.name == field_name
 
     return [p for p in collector.parts if is_file(p)], sorted({p.name for p in collector.parts if not is_file(p)})

@@ -39,10 +39,11 @@ class PriorTrainConfig:
     data_dir: str | None = None
     out_dir: str = "runs/prior-mnist"
     conditional: bool = True  # condition on the class labels
+    label_dropout: float = 0.1  # share of training grids shown as "no class", so one prior also codes unlabelled grids
     train_images: int | None = None  # use only the first N training images (tests, quick runs)
     test_images: int | None = None
     seed: int = 0
-    max_steps: int = 2000  # 601–654 s on 2 CPU cores with the default model (docs/training.md)
+    max_steps: int = 1800  # under 10 minutes on 2 CPU cores with the default model (docs/training.md)
     batch_size: int = 64
     lr: float = 1e-3
     warmup_steps: int = 100
@@ -87,23 +88,36 @@ def code_sets(cfg: PriorTrainConfig, ckpt: dict[str, Any]) -> tuple[CodeSet, Cod
     return sets[0], sets[1], dataset
 
 
-def batch_indices(cfg: PriorTrainConfig, n: int, step: int) -> torch.Tensor:
-    """The step's batch: a pure function of (seed, step), so a resumed run draws the same ones."""
+def batch_of(cfg: PriorTrainConfig, data: CodeSet, classes: int, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The step's grids (B, h, w) and labels (B,): a pure function of (seed, step), so a resumed run
+    draws the same ones. A `label_dropout` share of the labels becomes "no class" (index `classes`)."""
     generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-    return torch.randint(0, n, (cfg.batch_size,), generator=generator)
+    rows = torch.randint(0, len(data.codes), (cfg.batch_size,), generator=generator)
+    if data.labels is None:
+        return data.codes[rows], None
+    hidden = torch.rand(cfg.batch_size, generator=generator) < cfg.label_dropout
+    return data.codes[rows], torch.where(hidden, classes, data.labels[rows])
 
 
 @torch.no_grad()
 def test_nll(prior: CodePrior, data: CodeSet, pixels: int, batch: int = 1000) -> dict[str, float]:
-    """Mean code length of the test grids: bits per grid, bytes per image, bits per dimension."""
+    """Mean code length of the test grids: bits per grid, bytes per image, bits per dimension — given
+    their class where the prior is conditional, and given "no class" (what ?format=prior codes with)."""
     prior.eval()
-    total = 0.0
+    totals = {"": 0.0, "unlabelled_": 0.0}
     for start in range(0, len(data.codes), batch):
+        codes = data.codes[start : start + batch]
         labels = data.labels[start : start + batch] if data.labels is not None else None
-        total += float(prior.bits(data.codes[start : start + batch], labels).sum())
+        given = float(prior.bits(codes, labels).sum())
+        totals[""] += given
+        totals["unlabelled_"] += float(prior.bits(codes, None).sum()) if labels is not None else given
     prior.train()
-    bits = total / len(data.codes)
-    return {"bits_per_grid": bits, "bytes_per_image": bits / 8, "bits_per_dim": bits / pixels}
+    out = {}
+    for prefix, total in totals.items():
+        bits = total / len(data.codes)
+        out |= {f"{prefix}bits_per_grid": bits, f"{prefix}bytes_per_image": bits / 8,
+                f"{prefix}bits_per_dim": bits / pixels}
+    return out
 
 
 RUN_ONLY = ("data_dir", "out_dir", "resume", "stop_after", "threads", "progress")  # not what a run computes
@@ -137,9 +151,7 @@ def train_steps(cfg: PriorTrainConfig, prior: CodePrior, optimizer: torch.optim.
     log = Path(cfg.out_dir) / "metrics.jsonl"
     bar = tqdm(total=end, initial=step, disable=not cfg.progress, dynamic_ncols=True)
     while step < end:
-        rows = batch_indices(cfg, len(train.codes), step)
-        codes = train.codes[rows]  # (B, h, w)
-        labels = train.labels[rows] if train.labels is not None else None
+        codes, labels = batch_of(cfg, train, prior.cfg.classes, step)  # (B, h, w), (B,)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(cfg, step)
         loss = prior.bits(codes, labels).mean() / codes[0].numel()  # bits per code

@@ -21,6 +21,16 @@ from contract import ContractError
 MANIFEST_NAME = "model.json"
 FORMAT_VERSION: Literal[1] = 1
 GRAPHS = ("encoder", "quantizer", "decoder")
+PRIOR_GRAPH = "prior"
+
+
+def prior_io(layers: int) -> tuple[list[str], list[str]]:
+    """prior.onnx's input and output names, in order (export/prior_graph.py documents the tensors)."""
+    cache = [f"past_{kind}_{i}" for i in range(layers) for kind in ("key", "value")]
+    new = [f"{kind}_{i}" for i in range(layers) for kind in ("key", "value")]
+    return ["previous", "position", "label", *cache], ["logits", *new]
+
+
 # The tensor names each graph must expose, fixed by the export contract.
 GRAPH_IO: dict[str, tuple[str, str]] = {
     "encoder": ("image", "latent"),
@@ -91,6 +101,26 @@ class ResourceSpec(_Strict):
     decoder_halo: int = Field(ge=0, le=1024)
 
 
+class PriorSpec(FileSpec):
+    """prior.onnx (export/prior_graph.py): an autoregressive model of the code grids, for sampling and
+    for streams coded with its conditionals (contract/prior.py). Optional: a model without one
+    serves everything else."""
+
+    layers: int = Field(ge=1, le=64)
+    heads: int = Field(ge=1, le=64)
+    head_dim: int = Field(ge=1, le=1024)
+    classes: int = Field(ge=0, le=100_000, description="class labels it is conditioned on; 0: none")
+    class_names: list[str] = Field(default_factory=list, description="the name of each class, in label order")
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    parity: dict[str, Any] = Field(default_factory=dict)
+    training: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def prior_id(self) -> bytes:
+        """The 4 bytes that tie a prior-coded stream to this prior."""
+        return bytes.fromhex(self.sha256[:8])
+
+
 class Manifest(_Strict):
     format_version: Literal[1] = FORMAT_VERSION
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")
@@ -112,6 +142,8 @@ class Manifest(_Strict):
     pytorch: FileSpec | None = None
     # Memory per pixel and tiling halos; without it the service neither tiles nor trusts a guess.
     resources: ResourceSpec | None = None
+    # The learned prior over code grids (sampling, ?format=prior streams); verified like the graphs.
+    prior: PriorSpec | None = None
 
     def file(self, graph: str) -> FileSpec:
         spec: FileSpec = getattr(self.files, graph)
@@ -160,10 +192,12 @@ def load_manifest(model_dir: Path) -> Manifest:
 
 
 def served_files(manifest: Manifest) -> dict[str, FileSpec]:
-    """Every file the service reads: the three graphs and, when shipped, the entropy model."""
+    """Every file the service reads: the three graphs and, when shipped, the entropy model and the prior."""
     files = {graph: manifest.file(graph) for graph in GRAPHS}
     if manifest.entropy_model is not None:
         files["entropy model"] = manifest.entropy_model
+    if manifest.prior is not None:
+        files["prior"] = manifest.prior
     return files
 
 

@@ -7,13 +7,14 @@ Layout (integers big-endian; "varint" is LEB128):
 
     magic    2 bytes  b"VQ"
     version  1 byte   FORMAT_VERSION
-    kind     1 byte   1 = packed (fixed length), 2 = entropy-coded
+    kind     1 byte   1 = packed (fixed length), 2 = entropy-coded, 3 = coded with the learned prior
     model    1 byte length + UTF-8 name, 1 byte length + UTF-8 version
     K        varint   codebook size
     h, w     varint   grid size
     count    varint   number of grids
     payload           packed: count·h·w indices of ceil(log2 K) bits, row-major, zero-padded to a byte
                       entropy: range-coded indices (see entropy_model.py), as little-endian 32-bit words
+                      prior: the prior's id, a CRC32 of the codes, range-coded words (see prior.py)
     crc32    4 bytes  of everything above, so truncation and corruption never decode silently
 
 A stream is only decoded by the model that made it (name, version and K must match).
@@ -26,7 +27,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -47,9 +48,16 @@ class InvalidStream(ContractError):
     code = "invalid_stream"
 
 
+class MissingCoder(InvalidStream):
+    """The model ships no entropy model or prior for this kind of stream."""
+
+    code = "format_unavailable"
+
+
 class Kind(IntEnum):
     PACKED = 1
     ENTROPY = 2
+    PRIOR = 3
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,14 @@ class Header:
         name, version = self.model.encode(), self.version.encode()
         return (MAGIC + bytes([FORMAT_VERSION, self.kind, len(name)]) + name + bytes([len(version)]) + version
                 + b"".join(_varint(v) for v in (self.codebook_size, self.height, self.width, self.count)))
+
+
+class PayloadCoder(Protocol):
+    """A probability model with a range coder: the entropy model, or the prior (contract/prior.py)."""
+
+    def encode(self, codes: np.ndarray) -> bytes: ...
+
+    def decode(self, header: Header, payload: bytes) -> np.ndarray: ...
 
 
 def _varint(value: int) -> bytes:
@@ -108,11 +124,12 @@ def parse_header(data: bytes) -> tuple[Header, int]:
     """-> the header and the offset where the payload starts; InvalidStream (422) when malformed."""
     r = _Reader(data)
     if r.take(2, "magic") != MAGIC:
-        raise InvalidStream("not a code stream: bad magic (expected a stream made by /encode?format=packed|entropy)")
+        raise InvalidStream("not a code stream: bad magic (expected a stream made by /encode?format=packed|entropy"
+                            "|prior)")
     version, kind = r.take(1, "version")[0], r.take(1, "kind")[0]
     if version != FORMAT_VERSION:
         raise InvalidStream(f"stream format version {version} is not supported (this server reads {FORMAT_VERSION})")
-    if kind not in (Kind.PACKED, Kind.ENTROPY):
+    if kind not in tuple(Kind):
         raise InvalidStream(f"unknown stream kind {kind}")
     try:
         model = r.take(r.take(1, "model name length")[0], "model name").decode()
@@ -172,18 +189,27 @@ def read_packed(header: Header, payload: bytes) -> np.ndarray:
     return codes.reshape(header.count, header.height, header.width)
 
 
-def encode_stream(codes: np.ndarray, kind: Kind, manifest: Manifest, entropy: EntropyModel | None) -> bytes:
+def _coder(kind: Kind, manifest: Manifest, entropy: EntropyModel | None, prior: PayloadCoder | None,
+           doing: str) -> PayloadCoder:
+    coder = entropy if kind is Kind.ENTROPY else prior
+    if coder is None:
+        what = "an entropy model" if kind is Kind.ENTROPY else "a prior"
+        raise MissingCoder(f"model {manifest.name!r} ships no {what} {doing}; use format=packed")
+    return coder
+
+
+def encode_stream(codes: np.ndarray, kind: Kind, manifest: Manifest, entropy: EntropyModel | None,
+                  prior: PayloadCoder | None = None) -> bytes:
     n, h, w = codes.shape
     header = Header(kind, manifest.name, manifest.version, manifest.codebook_size, h, w, n)
     if kind is Kind.PACKED:
         return write_packed(header, codes)
-    if entropy is None:
-        raise InvalidStream(f"model {manifest.name!r} ships no entropy model; use format=packed")
-    return seal(header.to_bytes() + entropy.encode(codes))
+    return seal(header.to_bytes() + _coder(kind, manifest, entropy, prior, "to code with").encode(codes))
 
 
 def decode_stream(stream: bytes, manifest: Manifest, entropy: EntropyModel | None,
-                  check: Callable[[Header], None] = lambda header: None) -> np.ndarray:
+                  check: Callable[[Header], None] = lambda header: None, prior: PayloadCoder | None = None
+                  ) -> np.ndarray:
     """bytes -> int64 (N, h, w); `check` sees the header (limits) before any payload is decoded."""
     body = unseal(stream)
     header, offset = parse_header(body)
@@ -197,6 +223,4 @@ def decode_stream(stream: bytes, manifest: Manifest, entropy: EntropyModel | Non
     payload = body[offset:]
     if header.kind is Kind.PACKED:
         return read_packed(header, payload)
-    if entropy is None:
-        raise InvalidStream(f"model {manifest.name!r} ships no entropy model to decode this stream")
-    return entropy.decode(header, payload)
+    return _coder(header.kind, manifest, entropy, prior, "to decode this stream with").decode(header, payload)

@@ -98,6 +98,18 @@ class InvalidCodes(ServiceError):
     code = "invalid_codes"
 
 
+class UnknownClass(ServiceError):
+    """A sample request names a class the model's prior does not have."""
+
+    code = "unknown_class"
+
+
+class NoPrior(ModelNotFound):
+    """The model ships no prior: nothing to sample from (404, like a missing model)."""
+
+    code = "prior_not_available"
+
+
 class ModelNotReady(ServiceError):
     code = "model_not_ready"
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from contract.manifest import sha256_of
 from training.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
 from training.cli import parse_config
 from training.data import DATASETS, DataError, load_split
@@ -30,7 +31,11 @@ from training.model import VQVAE
 from training.prior_model import CodePrior, PriorConfig
 from training.train import learning_rate
 
-CLASSES = {"mnist": 10, "fashion-mnist": 10}
+CLASS_NAMES = {
+    "mnist": [str(digit) for digit in range(10)],
+    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"],
+}
 
 
 @dataclass
@@ -183,7 +188,7 @@ def main(cfg: PriorTrainConfig) -> dict[str, Any]:
     grid = tuple(train.codes.shape[1:])
     cfg = replace(cfg, model=replace(cfg.model, codebook_size=vq["config"]["model"]["codebook_size"],
                                      positions=grid[0] * grid[1],
-                                     classes=CLASSES[dataset] if cfg.conditional else 0))
+                                     classes=len(CLASS_NAMES[dataset]) if cfg.conditional else 0))
     pixels = grid[0] * grid[1] * 16 * vq["config"]["model"].get("in_channels", 1)  # each code is a 4×4 block
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -199,7 +204,9 @@ def main(cfg: PriorTrainConfig) -> dict[str, Any]:
         metrics = {"dataset": dataset, "split": "test", "grids": len(test.codes), "grid": list(grid), "step": step,
                    "train_seconds": round(seconds, 1), **test_nll(prior, test, pixels)}
         (out / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    save(cfg, prior, optimizer, step, seconds, {"grid": list(grid), "dataset": dataset, "metrics": metrics or None})
+    save(cfg, prior, optimizer, step, seconds, {
+        "grid": list(grid), "dataset": dataset, "metrics": metrics or None, "vqvae_sha256": sha256_of(Path(cfg.vqvae)),
+        "class_names": CLASS_NAMES[dataset] if cfg.conditional else []})
     return metrics
 
 

@@ -20,7 +20,7 @@ from starlette.middleware.cors import CORSMiddleware
 from service.api.error_mapping import install_error_handlers
 from service.api.fast_path import CodecFastPath
 from service.api.middleware import ApiKeyAuth, BodySizeLimit, HeaderSizeLimit, RequestMetrics, exempt_prefixes
-from service.api.routes import encode_decode, model_info, probes, prometheus, v2
+from service.api.routes import encode_decode, model_info, probes, prometheus, sample, v2
 from service.api.routes.demo import install_demo
 from service.api.sigterm import install_sigterm_drain
 from service.config import Settings, get_settings
@@ -86,7 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.admission = AdmissionGate(settings.max_in_flight)
     install_error_handlers(app)
     install_docs(app)
-    for router in (probes.router, model_info.router, encode_decode.router, prometheus.router, v2.router):
+    for router in (probes.router, model_info.router, encode_decode.router, sample.router, prometheus.router, v2.router):
         app.include_router(router)
     if settings.demo == "on":
         install_demo(app)

@@ -30,6 +30,7 @@ from service.errors import (
     Overloaded,
     PayloadTooLarge,
     ServiceError,
+    UnknownClass,
     UnsupportedMediaType,
     UnsupportedSize,
 )
@@ -46,6 +47,7 @@ HTTP_STATUS: dict[type[Exception], int] = {
     HeadersTooLarge: 431,
     UnsupportedSize: 422,
     InvalidCodes: 422,
+    UnknownClass: 422,
     InvalidStream: 422,
     Overloaded: 429,
     ModelNotReady: 503,

@@ -22,10 +22,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.deps import CodecTarget
 from service.api.error_mapping import error_response, response_for
-from service.api.routes.encode_decode import decode, encode
+from service.api.routes.encode_decode import STREAM_KINDS, decode, encode
 
 PREFIX, ENCODE, DECODE = "/v1/models/", "/encode", "/decode"
-FORMATS = ("json", "packed", "entropy")
+FORMATS = ("json", *STREAM_KINDS)
 
 
 class RouteTemplate(NamedTuple):
@@ -74,7 +74,7 @@ class CodecFastPath:
         query = dict(parse_qsl(request.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
         resize, output = query.get("resize"), query.get("format", "json")
         problems = ([] if resize in (None, "native") else ["query.resize: Input should be 'native'"]) + \
-            ([] if output in FORMATS else ["query.format: Input should be 'json', 'packed' or 'entropy'"])
+            ([] if output in FORMATS else ["query.format: Input should be " + ", ".join(f"'{f}'" for f in FORMATS)])
         if problems:
             return error_response(422, "invalid_parameter", "; ".join(problems))
         return await encode(request, target, resize, output)

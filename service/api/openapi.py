@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.inputs.bodies import RAW_IMAGE_TYPES
 
@@ -33,6 +33,32 @@ class DecodeResponse(BaseModel):
     images: list[str] = Field(description="base64 PNG per grid, in input order")
 
 
+class SampleRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    count: int = Field(1, ge=1, description="grids to draw (at most VQVAE_MAX_IMAGES)")
+    label: int | str | None = Field(None, alias="class",
+                                    description="class index or name (GET /v1/models/{name}: prior.class_names); "
+                                                "omit for no class")
+    temperature: float = Field(1.0, ge=0, le=10, description="softmax temperature; 0 takes the likeliest code")
+    seed: int | None = Field(None, ge=0, lt=1 << 63, description="the same seed draws the same grids; "
+                                                               "omitted: a random one, returned in the response")
+
+
+class SampleResponse(BaseModel):
+    model: str
+    version: str
+    seed: int
+    codes: list[list[list[int]]] = Field(description="the drawn h×w grids of code indices")
+    images: list[str] = Field(description="base64 PNG per grid, decoded by the model's decoder")
+
+
+class PriorInfo(BaseModel):
+    classes: int
+    class_names: list[str]
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+
 class GridInfo(BaseModel):
     height: int
     width: int
@@ -58,6 +84,7 @@ class ModelInfo(BaseModel):
     input: InputInfo | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
     provider: str | None = Field(None, description="the onnxruntime execution provider really in use")
+    prior: PriorInfo | None = Field(None, description="the learned prior (POST /v1/models/{name}/sample), if shipped")
 
 
 class ModelList(BaseModel):

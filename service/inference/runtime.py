@@ -19,6 +19,7 @@ import onnxruntime as ort
 from contract.entropy_model import EntropyModel
 from contract.manifest import GRAPH_IO, GRAPHS, METADATA_PREFIX, Manifest, load_manifest, verify_files
 from service.errors import ModelLoadError, ProviderError
+from service.inference.prior import PRIOR_THREADS, PriorRuntime, load_prior
 from service.inference.resources import release_freed_memory
 
 log = logging.getLogger("service.models")
@@ -105,6 +106,7 @@ class ModelRuntime:
     sessions: dict[str, GraphSession]
     provider: str  # the provider onnxruntime really runs, e.g. CPUExecutionProvider
     entropy: EntropyModel | None = None  # for entropy-coded streams, when the model ships one
+    prior: PriorRuntime | None = None  # sampling and prior-coded streams, when the model ships one
 
     @property
     def name(self) -> str:
@@ -185,7 +187,8 @@ def load_model(model_dir: Path, providers: ProviderChoice, threads: int, warmup_
             f"(available: {', '.join(ort.get_available_providers())}); install onnxruntime-gpu and expose a GPU"
         )
     runtime = ModelRuntime(manifest=manifest, sessions=sessions, provider=active,
-                           entropy=_load_entropy(manifest, model_dir))
+                           entropy=_load_entropy(manifest, model_dir),
+                           prior=load_prior(manifest, model_dir, session_options(PRIOR_THREADS), wanted))
     try:
         runtime.warm_up(warmup_runs, max_batch)
     except ModelLoadError:

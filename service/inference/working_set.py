@@ -85,12 +85,13 @@ def body_bytes(media_type: str, declared: int) -> int:
     return declared
 
 
-def stream_decode_bytes(count: int, height: int, width: int, entropy: bool) -> int:
-    """Decoding a packed or entropy stream of `count` h×w grids into int64 codes. The entropy decoder
-    keeps one small array per grid position until it stacks them, and re-encodes to check."""
+def stream_decode_bytes(count: int, height: int, width: int, entropy: bool, prior_walk: int = 0) -> int:
+    """Decoding a packed, entropy or prior stream of `count` h×w grids into int64 codes. The entropy
+    decoder keeps one small array per grid position until it stacks them, and re-encodes to check;
+    the prior's decoder holds its walk's cache (`prior_walk` bytes, PriorShape.working_bytes)."""
     codes = count * height * width * 8
     per_position = (160 + 8 * count) * height * width if entropy else 0
-    return 2 * codes + per_position
+    return 2 * codes + per_position + prior_walk
 
 
 def decode_request_bytes(body_bytes: int, count: int, height: int, width: int, channels: int,

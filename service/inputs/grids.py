@@ -1,7 +1,7 @@
 """Code grids in: JSON bodies or packed/entropy streams -> int64 (N, h, w), checked against the model.
 
 Decode accepts application/json `{"codes": grid | [grid, ...]}` or an application/octet-stream
-stream from /encode?format=packed|entropy. Every malformed grid becomes a domain error naming the
+stream from /encode?format=packed|entropy|prior. Every malformed grid becomes a domain error naming the
 first offending position.
 """
 
@@ -18,6 +18,7 @@ from starlette.requests import Request
 
 from contract.entropy_model import EntropyModel
 from contract.manifest import Manifest
+from contract.prior import CHUNK_GRIDS, PriorCoder
 from contract.streams import Header, Kind, decode_stream, parse_header, unseal
 from service.config import Settings
 from service.errors import BadRequest, ImageTooLarge, InvalidCodes, TooManyImages, UnsupportedMediaType, UnsupportedSize
@@ -101,12 +102,13 @@ class GridBody:
     size: int  # bytes of body
     parsed: np.ndarray | None = None
     stream: Callable[[], np.ndarray] | None = None
+    heavy: bool = False  # decoded in the thread pool whatever the body's size
 
     async def grids(self) -> np.ndarray:
         if self.parsed is not None:
             return self.parsed
         assert self.stream is not None
-        return await off_loop(self.stream, heavy=self.size > INLINE_BODY_BYTES)
+        return await off_loop(self.stream, heavy=self.heavy or self.size > INLINE_BODY_BYTES)
 
 
 async def off_loop(work: Callable[[], T], heavy: bool) -> T:
@@ -115,31 +117,35 @@ async def off_loop(work: Callable[[], T], heavy: bool) -> T:
     return await run_in_threadpool(work) if heavy else work()
 
 
-async def _stream_body(body: bytes, m: Manifest, entropy: EntropyModel | None, settings: Settings,
-                       reserve: Reserve) -> GridBody:
+async def _stream_body(body: bytes, m: Manifest, entropy: EntropyModel | None, prior: PriorCoder | None,
+                       settings: Settings, reserve: Reserve) -> GridBody:
     header, _ = parse_header(unseal(body))
     _check_stream_header(header, m, settings)
+    walk = prior.shape.working_bytes(min(header.count, CHUNK_GRIDS)) if prior and header.kind is Kind.PRIOR else 0
     await reserve(len(body) + stream_decode_bytes(header.count, header.height, header.width,
-                                                  header.kind is Kind.ENTROPY),
+                                                  header.kind is Kind.ENTROPY, walk),
                   f"decoding a stream of {header.count} grid(s) of {header.height}×{header.width}")
 
     def decode() -> np.ndarray:
-        return decode_stream(body, m, entropy, lambda h: _check_stream_header(h, m, settings))
+        return decode_stream(body, m, entropy, lambda h: _check_stream_header(h, m, settings), prior)
 
-    return GridBody((header.count, header.height, header.width), header.count == 1, len(body), stream=decode)
+    # A prior stream is decoded in the thread pool whatever its size: its graph runs once per position.
+    heavy = header.kind is Kind.PRIOR
+    return GridBody((header.count, header.height, header.width), header.count == 1, len(body), stream=decode,
+                    heavy=heavy)
 
 
 async def read_grids(request: Request, m: Manifest, entropy: EntropyModel | None, settings: Settings,
-                     reserve: Reserve) -> GridBody:
+                     reserve: Reserve, prior: PriorCoder | None = None) -> GridBody:
     """The code grids of a decode request (JSON or a packed/entropy stream), checked against the model
     and its limits. The caller has reserved memory for parsing the body (working_set.body_bytes)."""
     kind = media_type(request)
     if kind not in ("application/octet-stream", "application/json"):
         raise UnsupportedMediaType('send application/json {"codes": [[...], ...]} or an application/octet-stream '
-                                   "stream from /encode?format=packed|entropy")
+                                   "stream from /encode?format=packed|entropy|prior")
     body = await request.body()
     if kind == "application/octet-stream":
-        grid_body = await _stream_body(body, m, entropy, settings, reserve)
+        grid_body = await _stream_body(body, m, entropy, prior, settings, reserve)
     else:
         def parse() -> tuple[np.ndarray, bool]:
             return parse_code_grids(parse_json(body), m.codebook_size, settings.max_images)

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from contract.manifest import Manifest
+from contract.prior import CHUNK_GRIDS
 from contract.streams import Kind, encode_stream
 from service.api.deps import CodecTarget, DefaultTargetDep, NamedTargetDep
 from service.api.openapi import (
@@ -39,11 +40,13 @@ router = APIRouter(tags=["codec"])
 ResizeQuery = Annotated[
     Resize, Query(description="`native`: resize every image to the model's native size before encoding")
 ]
-OutputFormat = Literal["json", "packed", "entropy"]
+OutputFormat = Literal["json", "packed", "entropy", "prior"]
 FormatQuery = Annotated[OutputFormat, Query(
-    description="`json` (default): lists of ints; `packed`: ceil(log2 K) bits per code; `entropy`: range-coded. "
-                "Both binary formats are application/octet-stream streams that /decode accepts")]
-STREAM_KINDS = {"packed": Kind.PACKED, "entropy": Kind.ENTROPY}
+    description="`json` (default): lists of ints; `packed`: ceil(log2 K) bits per code; `entropy`: range-coded "
+                "with the static model; `prior`: range-coded with the learned prior's conditionals (models that "
+                "ship a prior, native-size grids). The binary formats are application/octet-stream streams that "
+                "/decode accepts")]
+STREAM_KINDS = {"packed": Kind.PACKED, "entropy": Kind.ENTROPY, "prior": Kind.PRIOR}
 INLINE_CODES = 64 * 49  # responses of up to 64 digits' codes are written on the event loop
 WATCH_PIXELS = 4 * 28 * 28  # requests larger than a few digits are cancelled when their client leaves
 
@@ -71,13 +74,17 @@ async def encode(request: Request, target: CodecTarget, resize: Resize, output: 
             async with body_deadline(settings.body_timeout_s):
                 uploads = await read_images(request, settings.max_images)
             plan = plan_encode(model, uploads, resize, settings, json_output=output == "json")  # headers: 4xx now
-            await held.grow_to(plan.working_bytes, plan.what)
+            prior = model.runtime.prior if output == "prior" else None
+            walk = prior.shape.working_bytes(min(len(uploads), CHUNK_GRIDS)) if prior else 0  # its coder's cache
+            await held.grow_to(plan.working_bytes + walk, plan.what)
             work = run_encode(model, plan, upload_loader(m, uploads, resize, plan.size, settings.max_pixels))
             codes = await for_client(request, work, plan.deadline_s(settings), plan.pixels > WATCH_PIXELS)  # (N, h, w)
-            heavy = codes.size > INLINE_CODES  # an entropy coder or JSON writer taking long: off the loop
+            # An entropy coder or JSON writer taking long runs off the loop; the prior always does (a walk
+            # through its graph for every position).
+            heavy = codes.size > INLINE_CODES or output == "prior"
             if output != "json":
-                stream = await off_loop(lambda: encode_stream(codes, STREAM_KINDS[output], m, model.runtime.entropy),
-                                        heavy)
+                coder, entropy = prior.coder if prior else None, model.runtime.entropy
+                stream = await off_loop(lambda: encode_stream(codes, STREAM_KINDS[output], m, entropy, coder), heavy)
                 return Response(stream, media_type="application/octet-stream")
             return Response(await off_loop(lambda: codes_json(m, codes), heavy), media_type="application/json")
 
@@ -89,7 +96,9 @@ async def decode(request: Request, target: CodecTarget) -> Response:
     with target.gate.admit():  # 429 before the body is read when too many requests are in progress
         async with target.memory.hold(reading, "reading the request body") as held:
             async with body_deadline(settings.body_timeout_s):
-                body = await read_grids(request, m, model.runtime.entropy, settings, held.grow_to)
+                runtime = model.runtime
+                body = await read_grids(request, m, runtime.entropy, settings, held.grow_to,
+                                        runtime.prior.coder if runtime.prior else None)
             single = body.single
             plan = plan_decode(model, body.size, body.shape, png_response=single and png_wanted)
             await held.grow_to(plan.working_bytes, plan.what)

@@ -23,6 +23,8 @@ def describe(name: str, status: ModelStatus) -> dict[str, Any]:
             "grid": m.grid.model_dump(), "input": m.input.model_dump(), "metrics": m.metrics,
             "provider": status.provider,
         }
+        if m.prior is not None:
+            info["prior"] = {"classes": m.prior.classes, "class_names": m.prior.class_names, "metrics": m.prior.metrics}
     return info
 
 

@@ -1,0 +1,93 @@
+"""A model's learned prior (prior.onnx), when its manifest lists one: sampling and prior-coded streams.
+
+Loaded with the same checks as the other graphs (sha256 via verify_files, metadata equal to the
+manifest's, the contract's tensor names) and warmed up by drawing one grid. The arithmetic on top
+of the graph (walking the positions, sampling, range coding) is contract/prior.py's, shared with
+the exporter and the offline codec CLI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from contract.manifest import PRIOR_GRAPH, Manifest, PriorSpec, prior_io
+from contract.prior import PriorCoder, PriorShape, Step, sample, session_step
+from service.errors import ModelLoadError, NoPrior, UnknownClass
+
+# One thread: at 64 grids a step of the shipped prior took 3.7 ms on one thread and 6.2 ms on two
+# (2 cores, service/README measurements); the other core serves HTTP.
+PRIOR_THREADS = 1
+
+
+@dataclass
+class PriorRuntime:
+    spec: PriorSpec
+    shape: PriorShape
+    step: Step
+    coder: PriorCoder
+
+    def label_of(self, requested: int | str | None) -> int | None:
+        """A request's class (its index or its name) -> label index; None: no class. UnknownClass (422)
+        for a class the prior does not have."""
+        if requested is None:
+            return None
+        names = self.spec.class_names
+        if self.spec.classes == 0:
+            raise UnknownClass("this model's prior is unconditional: sample without a class")
+        if isinstance(requested, int) and 0 <= requested < self.spec.classes:
+            return requested
+        if isinstance(requested, str) and requested in names:
+            return names.index(requested)
+        known = ", ".join(names) if names else f"0 … {self.spec.classes - 1}"
+        raise UnknownClass(f"no class {str(requested)[:64]!r} in this model's prior; classes: {known}")
+
+    def sample(self, count: int, label: int | None, temperature: float, seed: int) -> np.ndarray:
+        """-> int64 (count, h, w) grids drawn from the prior."""
+        return sample(self.step, self.shape, count, label, temperature, seed)
+
+
+def require_prior(manifest: Manifest, prior: PriorRuntime | None) -> PriorRuntime:
+    if prior is None:
+        raise NoPrior(f"model {manifest.name!r} ships no prior (export one with python -m export.prior)")
+    return prior
+
+
+def _check_graph(manifest: Manifest, spec: PriorSpec, session: ort.InferenceSession) -> None:
+    found = session.get_modelmeta().custom_metadata_map
+    expected = {**manifest.metadata(PRIOR_GRAPH), "vqvae.prior_classes": str(spec.classes)}
+    wrong = sorted(k for k, v in expected.items() if found.get(k) != v)
+    if wrong:
+        raise ModelLoadError(f"{manifest.name}: {spec.path} metadata disagrees with model.json ({', '.join(wrong)})")
+    inputs, outputs = prior_io(spec.layers)
+    if [i.name for i in session.get_inputs()] != inputs or [o.name for o in session.get_outputs()] != outputs:
+        raise ModelLoadError(f"{manifest.name}: {spec.path} does not have the prior's inputs and outputs "
+                             f"({', '.join(inputs)} -> {', '.join(outputs)})")
+
+
+def load_prior(manifest: Manifest, model_dir: Path, options: ort.SessionOptions,
+               providers: list[str]) -> PriorRuntime | None:
+    """The prior of a model whose files are verified already; None when the manifest lists none."""
+    spec = manifest.prior
+    if spec is None:
+        return None
+    try:
+        session = ort.InferenceSession(str(model_dir / spec.path), sess_options=options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own exception types for a bad graph
+        raise ModelLoadError(f"{manifest.name}: {spec.path} is not a loadable ONNX model") from exc
+    _check_graph(manifest, spec, session)
+    shape = PriorShape(spec.layers, spec.heads, spec.head_dim, (manifest.grid.height, manifest.grid.width),
+                       manifest.codebook_size, spec.classes)
+    step = session_step(session, spec.layers)
+    prior = PriorRuntime(spec, shape, step, PriorCoder(step, shape, spec.prior_id))
+    try:
+        drawn = prior.sample(1, None, 1.0, seed=0)
+    except Exception as exc:  # a graph that loads but cannot run
+        raise ModelLoadError(f"{manifest.name}: warm-up sampling with {spec.path} failed "
+                             f"({type(exc).__name__})") from exc
+    if drawn.shape != (1, *shape.grid) or not 0 <= int(drawn.min()) <= int(drawn.max()) < manifest.codebook_size:
+        raise ModelLoadError(f"{manifest.name}: {spec.path} drew codes outside the codebook or the grid")
+    return prior

@@ -193,7 +193,7 @@ def _coder(kind: Kind, manifest: Manifest, entropy: EntropyModel | None, prior: 
            doing: str) -> PayloadCoder:
     coder = entropy if kind is Kind.ENTROPY else prior
     if coder is None:
-        what = "an entropy model" if kind is Kind.ENTROPY else "a prior"
+        what = "entropy model" if kind is Kind.ENTROPY else "prior"
         raise MissingCoder(f"model {manifest.name!r} ships no {what} {doing}; use format=packed")
     return coder
 

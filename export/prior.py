@@ -44,7 +44,10 @@ PRIOR_FILE = "prior.onnx"
 def load_prior(ckpt: dict[str, Any]) -> CodePrior:
     if ckpt.get("kind") != "prior":
         raise CheckpointError("not a prior checkpoint (made by python -m training.prior)")
-    prior = CodePrior(PriorConfig(**ckpt["config"]["model"]))
+    cfg = PriorConfig(**ckpt["config"]["model"])
+    if cfg.arch != "transformer":  # the gated PixelCNN is trained for comparison only (docs/training.md)
+        raise CheckpointError(f"only the transformer prior exports to ONNX, not {cfg.arch!r}")
+    prior = CodePrior(cfg)
     prior.load_state_dict(ckpt["model"])
     return prior.eval()
 

@@ -28,8 +28,19 @@ from training.checkpoint import CheckpointError, load_checkpoint, model_from_che
 from training.cli import parse_config
 from training.data import DATASETS, DataError, load_split
 from training.model import VQVAE
+from training.pixelcnn import GatedPixelCNN
 from training.prior_model import CodePrior, PriorConfig
 from training.train import learning_rate
+
+Prior = CodePrior | GatedPixelCNN
+ARCHITECTURES = {"transformer": CodePrior, "pixelcnn": GatedPixelCNN}
+
+
+def build_prior(cfg: PriorConfig) -> Prior:
+    if cfg.arch not in ARCHITECTURES:
+        raise CheckpointError(f"unknown prior architecture {cfg.arch!r}; choose {' or '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[cfg.arch](cfg)
+
 
 CLASS_NAMES = {
     "mnist": [str(digit) for digit in range(10)],
@@ -105,7 +116,7 @@ def batch_of(cfg: PriorTrainConfig, data: CodeSet, classes: int, step: int) -> t
 
 
 @torch.no_grad()
-def test_nll(prior: CodePrior, data: CodeSet, pixels: int, batch: int = 1000) -> dict[str, float]:
+def test_nll(prior: Prior, data: CodeSet, pixels: int, batch: int = 1000) -> dict[str, float]:
     """Mean code length of the test grids: bits per grid, bytes per image, bits per dimension — given
     their class where the prior is conditional, and given "no class" (what ?format=prior codes with)."""
     prior.eval()
@@ -133,7 +144,7 @@ def what_it_trains(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in RUN_ONLY}
 
 
-def restore(cfg: PriorTrainConfig, prior: CodePrior, optimizer: torch.optim.Optimizer) -> tuple[int, float]:
+def restore(cfg: PriorTrainConfig, prior: Prior, optimizer: torch.optim.Optimizer) -> tuple[int, float]:
     ckpt = load_checkpoint(Path(cfg.out_dir) / "ckpt.pt")
     if ckpt.get("kind") != "prior" or what_it_trains(ckpt["config"]) != what_it_trains(asdict(cfg)):
         raise CheckpointError(f"{cfg.out_dir}/ckpt.pt was made with a different config; resume with the same flags")
@@ -143,7 +154,7 @@ def restore(cfg: PriorTrainConfig, prior: CodePrior, optimizer: torch.optim.Opti
     return ckpt["step"], ckpt["seconds"]
 
 
-def save(cfg: PriorTrainConfig, prior: CodePrior, optimizer: torch.optim.Optimizer, step: int, seconds: float,
+def save(cfg: PriorTrainConfig, prior: Prior, optimizer: torch.optim.Optimizer, step: int, seconds: float,
          extra: dict[str, Any]) -> None:
     save_checkpoint(Path(cfg.out_dir) / "ckpt.pt", {
         "kind": "prior", "config": asdict(cfg), "model": prior.state_dict(),
@@ -151,7 +162,7 @@ def save(cfg: PriorTrainConfig, prior: CodePrior, optimizer: torch.optim.Optimiz
         "command": "python -m training.prior " + " ".join(sys.argv[1:]), **extra})
 
 
-def train_steps(cfg: PriorTrainConfig, prior: CodePrior, optimizer: torch.optim.Optimizer, train: CodeSet,
+def train_steps(cfg: PriorTrainConfig, prior: Prior, optimizer: torch.optim.Optimizer, train: CodeSet,
                 test: CodeSet, step: int, end: int, started: float, pixels: int) -> int:
     log = Path(cfg.out_dir) / "metrics.jsonl"
     bar = tqdm(total=end, initial=step, disable=not cfg.progress, dynamic_ncols=True)
@@ -192,7 +203,7 @@ def main(cfg: PriorTrainConfig) -> dict[str, Any]:
     pixels = grid[0] * grid[1] * 16 * vq["config"]["model"].get("in_channels", 1)  # each code is a 4×4 block
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    prior = CodePrior(cfg.model)
+    prior = build_prior(cfg.model)
     optimizer = torch.optim.AdamW(prior.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, seconds = restore(cfg, prior, optimizer) if cfg.resume and (out / "ckpt.pt").exists() else (0, 0.0)
     started = time.perf_counter() - seconds

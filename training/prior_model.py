@@ -29,6 +29,7 @@ class PriorConfig:
     layers: int = 4
     heads: int = 4
     dropout: float = 0.1
+    arch: str = "transformer"  # or "pixelcnn": the paper's gated PixelCNN (training/pixelcnn.py), for comparison
 
 
 class Block(nn.Module):

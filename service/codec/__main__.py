@@ -1,6 +1,6 @@
 """Compress a folder of images to one code stream, and back, with a shipped model (no server).
 
-    python -m service.codec compress digits/ digits.vqc [--model mnist] [--format entropy|packed]
+    python -m service.codec compress digits/ digits.vqc [--model mnist] [--format entropy|packed|prior]
     python -m service.codec decompress digits.vqc restored/
     python -m service.codec inspect digits.vqc
 
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from contract import ContractError
+from contract.prior import PriorCoder
 from contract.streams import Kind, decode_stream, encode_stream, parse_header, unseal
 from service.config import SHIPPED_MODELS
 from service.errors import ServiceError
@@ -34,6 +35,10 @@ def runtime_for(models_dir: Path, name: str) -> ModelRuntime:
     return load_model(models_dir / name, "auto", threads=0, warmup_runs=1)
 
 
+def prior_coder(model: ModelRuntime) -> PriorCoder | None:
+    return model.prior.coder if model.prior else None
+
+
 def compress(args: argparse.Namespace) -> str:
     files = sorted(p for p in args.source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
@@ -44,7 +49,7 @@ def compress(args: argparse.Namespace) -> str:
     codes = np.concatenate([model.encode(to_model_input(decode_many(model.manifest, uploads[i : i + CHUNK], args.resize,
                                                                     size, MAX_PIXELS)))
                             for i in range(0, len(uploads), CHUNK)])  # (N, h, w)
-    stream = encode_stream(codes, Kind[args.format.upper()], model.manifest, model.entropy)
+    stream = encode_stream(codes, Kind[args.format.upper()], model.manifest, model.entropy, prior_coder(model))
     args.target.write_bytes(stream)
     return (f"{len(files)} images -> {args.target} ({len(stream)} bytes, {len(stream) / len(files):.1f} bytes "
             f"per image, {args.format}, {model.manifest.name} {model.manifest.version})")
@@ -54,7 +59,7 @@ def decompress(args: argparse.Namespace) -> str:
     stream = args.source.read_bytes()
     header, _ = parse_header(unseal(stream))
     model = runtime_for(args.models_dir, header.model)
-    codes = decode_stream(stream, model.manifest, model.entropy)
+    codes = decode_stream(stream, model.manifest, model.entropy, prior=prior_coder(model))
     args.target.mkdir(parents=True, exist_ok=True)
     for start in range(0, len(codes), CHUNK):
         for i, image in enumerate(to_uint8(model.decode(codes[start : start + CHUNK]))):
@@ -79,7 +84,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("source", type=Path)
     c.add_argument("target", type=Path)
     c.add_argument("--model", default="mnist")
-    c.add_argument("--format", choices=["entropy", "packed"], default="entropy")
+    c.add_argument("--format", choices=["entropy", "packed", "prior"], default="entropy",
+                   help="prior: coded with the model's learned prior (models that ship one; native-size images)")
     c.add_argument("--resize", choices=["native"], default=None)
     d = sub.add_parser("decompress", help="a stream file -> a folder of PNGs")
     d.add_argument("source", type=Path)

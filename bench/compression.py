@@ -5,7 +5,8 @@
 Quality is measured on the 8-bit images each codec hands back (PSNR over the subset, mean SSIM).
 Sizes are whole files as a user stores them. Our points: the raw fixed-length code (49 × 9 bits),
 packed and entropy-coded streams holding one image each, and one stream holding the whole test set
-(the header amortised). Entropy coding is measured with the per-position model (shipped) and with
+(the header amortised), and, for models that ship a prior, the whole test set coded with the prior
+(decoded again and compared: lossless). Entropy coding is measured with the per-position model (shipped) and with
 one model for all positions, to show which is smaller.
 """
 
@@ -21,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from contract.entropy_model import EntropyModel
-from contract.streams import Kind, encode_stream
+from contract.streams import Kind, decode_stream, encode_stream
 from service.inference.runtime import ModelRuntime, load_model
 from service.inputs.images import to_uint8
 from training.data import load_split
@@ -102,6 +103,11 @@ def our_points(runtime: ModelRuntime, images: np.ndarray, subset: int) -> tuple[
         **{f"entropy stream, whole test set, {name}": len(encode_stream(codes, Kind.ENTROPY, m, variant)) / len(codes)
            for name, variant in _variants(runtime).items()},
     }
+    if runtime.prior is not None:  # the learned prior's conditionals; the stream must decode to the codes
+        stream = encode_stream(codes, Kind.PRIOR, m, entropy, runtime.prior.coder)
+        if not np.array_equal(decode_stream(stream, m, entropy, prior=runtime.prior.coder), codes):
+            raise AssertionError(f"{m.name}: the prior stream of the test set does not decode to its codes")
+        sizes["prior stream, whole test set"] = len(stream) / len(codes)
     points = [Point("ours", name, size, psnr, ssim_value) for name, size in sizes.items()]
     return points, {"ideal_bits_positional": _positional_entropy_bits(codes)}
 

@@ -34,7 +34,7 @@ from export.parity import ParityError
 from export.prior_graph import export_prior_graph
 from training.checkpoint import CheckpointError, load_checkpoint
 from training.data import DataError
-from training.prior import CLASS_NAMES, CodeSet, PriorTrainConfig, code_sets
+from training.prior_data import CodeSet, prior_data
 from training.prior_model import CodePrior, PriorConfig
 
 PROBABILITY_TOLERANCE = 1e-4  # max |p_onnx − p_torch| over every position and code
@@ -112,6 +112,7 @@ def coded_test_set(coder: PriorCoder, manifest: Manifest, codes: np.ndarray) -> 
 
 
 def publish(scratch: Path, model_dir: Path, manifest: Manifest) -> None:
+    scratch.chmod(0o644)  # mkstemp makes it private; the service may run as another user (the container's)
     os.replace(scratch, model_dir / PRIOR_FILE)
     tmp = model_dir / f".{MANIFEST_NAME}.tmp"
     tmp.write_text(manifest.model_dump_json(indent=2) + "\n")
@@ -123,9 +124,9 @@ def export_prior(checkpoint: Path, model_dir: Path, data_dir: str | None = None,
     prior, manifest = load_prior(ckpt), load_manifest(model_dir)
     check_same_vqvae(ckpt, manifest)
     shape = shape_of(prior, manifest)
-    cfg = PriorTrainConfig(**{**ckpt["config"], "model": PriorConfig(**ckpt["config"]["model"]),
-                              "data_dir": data_dir, "train_images": 1})
-    _, test, dataset = code_sets(cfg, load_checkpoint(model_dir / manifest.pytorch.path) if manifest.pytorch else {})
+    trained = ckpt["config"]
+    vqvae = load_checkpoint(model_dir / manifest.pytorch.path) if manifest.pytorch else {}
+    test = prior_data(vqvae, data_dir, (1, trained["test_images"]), shape.classes > 0).test
     fd, name = tempfile.mkstemp(prefix=".prior-", suffix=".onnx", dir=model_dir)
     os.close(fd)
     scratch = Path(name)
@@ -137,7 +138,7 @@ def export_prior(checkpoint: Path, model_dir: Path, data_dir: str | None = None,
         parity = check_parity(prior, session, shape, test, min(parity_grids, len(test.codes)))
         spec = PriorSpec(path=PRIOR_FILE, sha256=sha256_of(scratch), layers=shape.layers, heads=shape.heads,
                          head_dim=shape.head_dim, classes=shape.classes,
-                         class_names=ckpt.get("class_names") or (CLASS_NAMES[dataset] if shape.classes else []),
+                         class_names=ckpt.get("class_names") or [str(i) for i in range(shape.classes)],
                          parity=parity, training={k: ckpt.get(k) for k in ("command", "step", "seconds")})
         coder = PriorCoder(session_step(session, shape.layers), shape, spec.prior_id)
         metrics = {**(ckpt.get("metrics") or {}), **coded_test_set(coder, manifest, test.codes.numpy())}

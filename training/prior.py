@@ -2,8 +2,10 @@
 
     python -m training.prior --vqvae models/mnist/checkpoint.pt --data-dir ../shared/data --out-dir runs/prior-mnist
 
-The grids are the VQ-VAE's codes of the training set (its own data set, built-in sets only for now),
-computed once at start-up; the prior is class-conditional where the set has labels. The trainer's
+The grids are the VQ-VAE's codes of its own training images, computed once at start-up
+(training/prior_data.py: built-in sets, or the image source it was trained on, such as Tiny
+ImageNet's shards); the prior is class-conditional where the images have labels, and sees a tenth
+of them as "no class" so that one prior also codes unlabelled grids (`?format=prior`). The trainer's
 conventions: one config dataclass stored in the checkpoint, every field a flag, a progress bar,
 metrics.jsonl, exact resume (the batch order is a pure function of seed and step), eval.json at the
 end with the test grids' negative log-likelihood in bits per grid, bytes per image and bits per
@@ -19,17 +21,17 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from contract.manifest import sha256_of
-from training.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
+from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from training.cli import parse_config
-from training.data import DATASETS, DataError, load_split
-from training.model import VQVAE
+from training.data import DataError
 from training.pixelcnn import GatedPixelCNN
+from training.prior_data import CodeSet, prior_data
 from training.prior_model import CodePrior, PriorConfig
+from training.sources import SourceError
 from training.train import learning_rate
 
 Prior = CodePrior | GatedPixelCNN
@@ -41,12 +43,6 @@ def build_prior(cfg: PriorConfig) -> Prior:
         raise CheckpointError(f"unknown prior architecture {cfg.arch!r}; choose {' or '.join(ARCHITECTURES)}")
     return ARCHITECTURES[cfg.arch](cfg)
 
-
-CLASS_NAMES = {
-    "mnist": [str(digit) for digit in range(10)],
-    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                      "Ankle boot"],
-}
 
 
 @dataclass
@@ -72,36 +68,6 @@ class PriorTrainConfig:
     threads: int | None = None
     progress: bool = True
     model: PriorConfig = field(default_factory=PriorConfig)
-
-
-@dataclass
-class CodeSet:
-    codes: torch.Tensor  # (N, h, w) int64
-    labels: torch.Tensor | None  # (N,) int64
-
-
-def grids_of(vqvae: VQVAE, images: np.ndarray, batch: int = 500) -> torch.Tensor:
-    """uint8 (N, 28, 28) -> the VQ-VAE's codes (N, 7, 7) int64."""
-    parts = []
-    for start in range(0, len(images), batch):
-        x = torch.tensor(images[start : start + batch], dtype=torch.float32).div(255)[:, None]  # (B, 1, 28, 28)
-        parts.append(vqvae.encode_to_indices(x))
-    return torch.cat(parts)
-
-
-def code_sets(cfg: PriorTrainConfig, ckpt: dict[str, Any]) -> tuple[CodeSet, CodeSet, str]:
-    dataset = ckpt["config"]["dataset"]
-    if dataset not in DATASETS:
-        raise DataError(f"{cfg.vqvae} was trained on {dataset!r}; the prior trains on the built-in sets "
-                        f"({', '.join(DATASETS)}) for now")
-    vqvae = model_from_checkpoint(ckpt)
-    sets = []
-    for split, limit in (("train", cfg.train_images), ("test", cfg.test_images)):
-        images, labels = load_split(dataset, split, cfg.data_dir)
-        images, labels = images[:limit], labels[:limit]
-        sets.append(CodeSet(grids_of(vqvae, images),
-                            torch.from_numpy(labels.astype(np.int64)) if cfg.conditional else None))
-    return sets[0], sets[1], dataset
 
 
 def batch_of(cfg: PriorTrainConfig, data: CodeSet, classes: int, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -195,12 +161,12 @@ def main(cfg: PriorTrainConfig) -> dict[str, Any]:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     vq = load_checkpoint(cfg.vqvae)
-    train, test, dataset = code_sets(cfg, vq)
+    data = prior_data(vq, cfg.data_dir, (cfg.train_images, cfg.test_images), cfg.conditional)
+    train, test = data.train, data.test
     grid = tuple(train.codes.shape[1:])
     cfg = replace(cfg, model=replace(cfg.model, codebook_size=vq["config"]["model"]["codebook_size"],
-                                     positions=grid[0] * grid[1],
-                                     classes=len(CLASS_NAMES[dataset]) if cfg.conditional else 0))
-    pixels = grid[0] * grid[1] * 16 * vq["config"]["model"].get("in_channels", 1)  # each code is a 4×4 block
+                                     positions=grid[0] * grid[1], classes=len(data.class_names)))
+    pixels = grid[0] * grid[1] * 16 * data.channels  # each code is a 4×4 block of pixels
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     prior = build_prior(cfg.model)
@@ -212,12 +178,12 @@ def main(cfg: PriorTrainConfig) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     metrics: dict[str, Any] = {}
     if step == cfg.max_steps:
-        metrics = {"dataset": dataset, "split": "test", "grids": len(test.codes), "grid": list(grid), "step": step,
+        metrics = {"dataset": data.dataset, "split": "test", "grids": len(test.codes), "grid": list(grid), "step": step,
                    "train_seconds": round(seconds, 1), **test_nll(prior, test, pixels)}
         (out / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
     save(cfg, prior, optimizer, step, seconds, {
-        "grid": list(grid), "dataset": dataset, "metrics": metrics or None, "vqvae_sha256": sha256_of(Path(cfg.vqvae)),
-        "class_names": CLASS_NAMES[dataset] if cfg.conditional else []})
+        "grid": list(grid), "dataset": data.dataset, "metrics": metrics or None,
+        "vqvae_sha256": sha256_of(Path(cfg.vqvae)), "class_names": data.class_names})
     return metrics
 
 
@@ -228,7 +194,7 @@ def parse_args(argv: list[str] | None = None) -> PriorTrainConfig:
 def cli(argv: list[str] | None = None) -> int:
     try:
         metrics = main(parse_args(argv))
-    except (DataError, CheckpointError) as exc:
+    except (DataError, SourceError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if metrics:

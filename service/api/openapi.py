@@ -34,7 +34,7 @@ class DecodeResponse(BaseModel):
 
 
 class SampleRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", strict=True)  # "5" is not a count, true is not a class
 
     count: int = Field(1, ge=1, description="grids to draw (at most VQVAE_MAX_IMAGES)")
     label: int | str | None = Field(None, alias="class",

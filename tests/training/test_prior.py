@@ -4,11 +4,13 @@ real model's MNIST codes it learns and resumes bit for bit."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
+from training.pixelcnn import GatedPixelCNN
 from training.prior import cli, main, parse_args
 from training.prior_model import CodePrior, PriorConfig
 
@@ -32,6 +34,21 @@ def test_each_position_sees_only_the_codes_before_it() -> None:
     assert torch.equal(base[:, :6], after[:, :6])  # positions 0..5 do not read position 5
     assert not torch.allclose(base[:, 6:], after[:, 6:])
     assert not torch.allclose(prior(codes, torch.tensor([1, 1]))[:, 0], base[:, 0])  # the class matters
+
+
+def test_the_gated_pixelcnn_sees_only_the_codes_before_each_position() -> None:
+    torch.manual_seed(0)
+    pixelcnn = GatedPixelCNN(replace(SMALL, positions=49, layers=4, arch="pixelcnn")).eval()
+    codes, labels = torch.randint(0, 16, (2, 7, 7)), torch.tensor([0, 2])
+    base = pixelcnn(codes, labels)  # (2, 49, 16)
+    for position in (0, 6, 7, 24, 48):
+        changed = codes.clone()
+        changed.view(2, -1)[:, position] = (changed.view(2, -1)[:, position] + 1) % 16
+        after = pixelcnn(changed, labels)
+        assert torch.equal(base[:, : position + 1], after[:, : position + 1])  # no blind cheat, no look-ahead
+        if position < 48:
+            assert not torch.allclose(base[:, position + 1], after[:, position + 1])  # the next one reads it
+    assert not torch.allclose(pixelcnn(codes, torch.tensor([1, 1]))[:, 0], base[:, 0])  # the class matters
 
 
 def test_incremental_logits_equal_the_full_forward() -> None:
@@ -78,9 +95,26 @@ def test_trains_on_mnist_codes_and_resumes_bit_for_bit(tmp_path: Path, data_dir:
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_model_of_another_data_set_is_a_clear_error(tmp_path: Path, data_dir: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    argv = flags(tmp_path, data_dir)
+def test_trains_on_the_colour_models_own_labelled_shards(tmp_path: Path, data_dir: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)  # the colour model records its shards relative to the project root
+    argv = flags(tmp_path, data_dir, "--train-images", "300", "--test-images", "100", "--max-steps", "6",
+                 "--batch-size", "8", "--eval-interval", "100")
     argv[1] = str(ROOT / "models" / "tiny-imagenet" / "checkpoint.pt")
+    metrics = main(parse_args(argv))
+    assert metrics["grid"] == [16, 16] and metrics["grids"] == 100  # 64×64 validation photos
+    assert metrics["bits_per_dim"] == pytest.approx(metrics["bits_per_grid"] / (64 * 64 * 3))
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=False)
+    assert ckpt["config"]["model"]["classes"] == 200 and ckpt["config"]["model"]["positions"] == 256
+    assert ckpt["class_names"][:2] == ["Egyptian cat", "reel"]  # from classes.txt beside the shards
+
+
+def test_a_model_whose_images_are_gone_is_a_clear_error(tmp_path: Path, data_dir: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt = torch.load(ROOT / "models" / "tiny-imagenet" / "checkpoint.pt", weights_only=False)
+    ckpt["config"] = {**ckpt["config"], "dataset": str(tmp_path / "gone-{0..1}.tar"), "val_dataset": None}
+    torch.save(ckpt, tmp_path / "moved.pt")
+    argv = flags(tmp_path / "out", data_dir)
+    argv[1] = str(tmp_path / "moved.pt")
     assert cli(argv) == 1
-    assert "built-in sets" in capsys.readouterr().err
+    assert "no such folder, file or shards" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-// The demo page uses only the public API: GET /v1/models, POST /v1/models/{name}/encode|decode.
+// The demo page uses only the public API: GET /v1/models, POST /v1/models/{name}/encode|decode|sample.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -51,6 +51,7 @@ async function selectModel() {
   const m = state.info;
   $("model-info").textContent = `${m.input.width}×${m.input.height} → ${m.grid.width}×${m.grid.height} codes of ` +
     `${m.codebook_size}; test PSNR ${m.metrics.psnr_dataset.toFixed(1)} dB; ${m.provider}`;
+  setUpSampling();
   if (state.original) await encodeAndShow(state.original);
   await showBatch();
 }
@@ -116,11 +117,13 @@ async function encodeAndShow(blob) {
     state.edited.clear();
     renderGrid();
     await showReconstruction();
-    const [packed, entropy] = await Promise.all(
-      ["packed", "entropy"].map(async (f) => (await (await encodeImage(blob, f)).arrayBuffer()).byteLength));
+    const formats = ["packed", "entropy", ...(state.info.prior ? ["prior"] : [])];
+    const [packed, entropy, prior] = await Promise.all(
+      formats.map(async (f) => (await (await encodeImage(blob, f)).arrayBuffer()).byteLength));
     const json = JSON.stringify(encoded.codes[0]).length;
-    $("sizes").textContent = `This image as codes: ${entropy} bytes entropy-coded, ${packed} bytes packed, ` +
-      `${json} bytes as JSON (each stream includes its header and checksum).`;
+    const withPrior = prior ? `${prior} bytes coded with the prior, ` : "";
+    $("sizes").textContent = `This image as codes: ${withPrior}${entropy} bytes entropy-coded, ${packed} bytes ` +
+      `packed, ${json} bytes as JSON (each stream includes its header and checksum).`;
   } catch (error) {
     say(`Could not encode: ${error.message}`);
   }
@@ -143,6 +146,36 @@ function setUpDrawing() {
   canvas.addEventListener("pointerup", () => { drawing = false; canvas.toBlob((b) => encodeAndShow(b), "image/png"); });
   $("clear").addEventListener("click", clear);
   $("file").addEventListener("change", () => { if ($("file").files[0]) encodeAndShow($("file").files[0]); });
+}
+
+// -- sampling: new grids drawn from the model's prior, decoded --------------------------------------
+
+function setUpSampling() {
+  const prior = state.info.prior;
+  $("sample").disabled = !prior;
+  $("samples").replaceChildren();
+  $("sample-note").textContent = prior ? "Click a sample to edit its codes above." :
+    "This model ships no prior to sample from.";
+  const names = prior ? prior.class_names : [];
+  $("sample-class").replaceChildren(new Option("any", ""), ...names.map((n, i) => new Option(n, String(i))));
+}
+
+async function showSamples() {
+  const chosen = $("sample-class").value;
+  const request = { count: 8, temperature: Number($("temperature").value) };
+  if (chosen !== "") request.class = Number(chosen);
+  const drawn = await (await api(`/v1/models/${state.model}/sample`, {
+    method: "POST", body: JSON.stringify(request), headers: { "Content-Type": "application/json" } })).json();
+  $("samples").replaceChildren(...drawn.images.map((png, i) => {
+    const img = Object.assign(document.createElement("img"),
+      { src: `data:image/png;base64,${png}`, alt: `sample ${i + 1}`, title: "edit these codes" });
+    img.addEventListener("click", async () => {
+      state.codes = drawn.codes[i]; state.edited.clear();
+      renderGrid(); await showReconstruction();
+    });
+    return img;
+  }));
+  $("samples").dataset.seed = String(drawn.seed);
 }
 
 // -- batch view: random test images from the model's sample strip --------------------------------
@@ -187,5 +220,6 @@ async function showBatch() {
 $("api-key").addEventListener("change", (e) => { sessionStorage.setItem("vqvae-api-key", e.target.value); loadModels(); });
 $("model").addEventListener("change", () => selectModel().catch((e) => say(e.message)));
 $("shuffle").addEventListener("click", () => showBatch().catch((e) => say(e.message)));
+$("sample").addEventListener("click", () => showSamples().catch((e) => say(`Could not sample: ${e.message}`)));
 setUpDrawing();
 loadModels().catch((error) => say(`Could not load the models: ${error.message}`));

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from contract import ContractError
 
@@ -114,6 +114,12 @@ class PriorSpec(FileSpec):
     metrics: dict[str, Any] = Field(default_factory=dict)
     parity: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _names_match_classes(self) -> PriorSpec:
+        if self.class_names and len(self.class_names) != self.classes:
+            raise ValueError(f"prior lists {len(self.class_names)} class names for {self.classes} classes")
+        return self
 
     @property
     def prior_id(self) -> bytes:

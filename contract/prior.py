@@ -9,14 +9,17 @@ service and the offline codec CLI; the graph is run by whoever holds a session (
 
 Grids go through the graph `CHUNK_GRIDS` at a time, position by position: the encoder and the
 decoder make the same calls with the same shapes, so they compute the same probabilities bit for
-bit on the same kind of machine. Payload: the prior's id (4 bytes of its sha256), a CRC32 of the
-codes, then the range coder's 32-bit little-endian words. The CRC makes a stream decoded with
-other probabilities (another prior, or a CPU whose floats round differently) fail loudly instead
-of decoding to other codes.
+bit on the same kind of machine (the graph runs on onnxruntime's CPU provider, one thread).
+Payload: the prior's id (4 bytes of its sha256), a CRC32 of each chunk's codes, then the range
+coder's 32-bit little-endian words. The CRCs make a stream decoded with other probabilities
+(another prior, or a CPU whose floats round differently) fail loudly, after its first bad chunk,
+instead of decoding to other codes.
 """
 
 from __future__ import annotations
 
+import math
+import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +28,7 @@ from typing import Any
 import constriction
 import numpy as np
 
+from contract import ContractError
 from contract.manifest import prior_io
 from contract.streams import Header, InvalidStream
 
@@ -32,6 +36,7 @@ from contract.streams import Header, InvalidStream
 # and values [(N, heads, dh)] * 2·layers); the cache is [(N, heads, T, dh)] * 2·layers (key, value per layer).
 Step = Callable[[np.ndarray, int, np.ndarray, list[np.ndarray]], tuple[np.ndarray, list[np.ndarray]]]
 CHUNK_GRIDS = 64  # grids per walk through the positions; part of the stream format (see above)
+GREEDY_BELOW = 1e-3  # temperatures below this sample greedily
 ID_BYTES = 4
 _Categorical = constriction.stream.model.Categorical
 _RangeEncoder = constriction.stream.queue.RangeEncoder
@@ -82,34 +87,44 @@ def probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return np.ascontiguousarray(weights / weights.sum(axis=1, keepdims=True))
 
 
-def walk(step: Step, shape: PriorShape, labels: np.ndarray, choose: Callable[[int, np.ndarray], np.ndarray]) -> None:
+class WalkStopped(ContractError):
+    """A walk was stopped from outside (its request timed out or its client left)."""
+
+    code = "stopped"
+
+
+def walk(step: Step, shape: PriorShape, labels: np.ndarray, choose: Callable[[int, np.ndarray], np.ndarray],
+         stop: threading.Event | None = None) -> None:
     """Step len(labels) sequences through every position; `choose(t, logits)` returns the codes at t
-    (N,): the true ones when coding, draws when sampling."""
+    (N,): the true ones when coding, draws when sampling. WalkStopped once `stop` is set."""
     cache = shape.empty_cache(len(labels))
     previous = np.zeros(len(labels), np.int64)
     for t in range(shape.positions):
+        if stop is not None and stop.is_set():
+            raise WalkStopped("stopped")
         logits, new = step(previous, t, labels, cache)
         for slots, written in zip(cache, new, strict=True):
             slots[:, :, t] = written  # (N, heads, dh) into slot t
         previous = np.ascontiguousarray(choose(t, logits), dtype=np.int64)
 
 
-def sample(step: Step, shape: PriorShape, count: int, label: int | None, temperature: float, seed: int) -> np.ndarray:
+def sample(step: Step, shape: PriorShape, count: int, label: int | None, temperature: float, seed: int,
+           stop: threading.Event | None = None) -> np.ndarray:
     """-> int64 (count, h, w) codes drawn from the prior (class `label`, or none); the same for a seed.
-    Temperature 0 takes the most likely code at every position."""
+    Temperatures below GREEDY_BELOW (0 included) take the most likely code at every position."""
     rng = np.random.Generator(np.random.PCG64(seed))
-    chunks = [_draw(step, shape, min(CHUNK_GRIDS, count - start), label, temperature, rng)
+    chunks = [_draw(step, shape, min(CHUNK_GRIDS, count - start), label, temperature, rng, stop)
               for start in range(0, count, CHUNK_GRIDS)]
     return np.concatenate(chunks).reshape(count, *shape.grid)
 
 
 def _draw(step: Step, shape: PriorShape, n: int, label: int | None, temperature: float,
-          rng: np.random.Generator) -> np.ndarray:
+          rng: np.random.Generator, stop: threading.Event | None) -> np.ndarray:
     """One walk of n grids -> int64 (n, T)."""
     out = np.empty((n, shape.positions), np.int64)
 
     def draw(t: int, logits: np.ndarray) -> np.ndarray:
-        if temperature == 0:
+        if temperature < GREEDY_BELOW:  # logits / a tiny temperature would overflow to inf
             out[:, t] = logits.argmax(axis=1)
         else:
             cdf = np.cumsum(probabilities(logits, temperature), axis=1)  # (n, K)
@@ -117,28 +132,33 @@ def _draw(step: Step, shape: PriorShape, n: int, label: int | None, temperature:
             out[:, t] = np.minimum(below, shape.codebook_size - 1)
         return out[:, t]
 
-    walk(step, shape, np.full(n, shape.classes if label is None else label, np.int64), draw)
+    walk(step, shape, np.full(n, shape.classes if label is None else label, np.int64), draw, stop)
     return out
 
 
 class PriorCoder:
-    """Range coding with the prior's conditionals (constriction's coder, as for entropy streams)."""
+    """Range coding with the prior's conditionals (constriction's coder, as for entropy streams).
+    `bound(stop)` gives a coder whose walks end (WalkStopped) once `stop` is set: a request that
+    timed out or whose client left must not keep the CPU."""
 
-    def __init__(self, step: Step, shape: PriorShape, prior_id: bytes) -> None:
-        self.step, self.shape, self.prior_id = step, shape, prior_id[:ID_BYTES]
+    def __init__(self, step: Step, shape: PriorShape, prior_id: bytes, stop: threading.Event | None = None) -> None:
+        self.step, self.shape, self.prior_id, self.stop = step, shape, prior_id[:ID_BYTES], stop
         self._family = _Categorical(perfect=False)
 
-    def _check_grid(self, h: int, w: int) -> None:
+    def bound(self, stop: threading.Event) -> PriorCoder:
+        return PriorCoder(self.step, self.shape, self.prior_id, stop)
+
+    def check_grid(self, h: int, w: int) -> None:
         if (h, w) != self.shape.grid:
             h0, w0 = self.shape.grid
             raise InvalidStream(f"the prior codes grids of {h0}×{w0} only, not {h}×{w}; use format=entropy for those")
 
     def encode(self, codes: np.ndarray) -> bytes:
-        """int (N, h, w) -> payload bytes."""
+        """int (N, h, w) -> payload: id, one CRC32 per chunk of grids, the range coder's words."""
         n, h, w = codes.shape
-        self._check_grid(h, w)
+        self.check_grid(h, w)
         flat = np.ascontiguousarray(codes.reshape(n, h * w), dtype=np.int32)
-        encoder = _RangeEncoder()
+        encoder, crcs = _RangeEncoder(), []
         for start in range(0, n, CHUNK_GRIDS):
             chunk = flat[start : start + CHUNK_GRIDS]
 
@@ -146,36 +166,38 @@ class PriorCoder:
                 encoder.encode(np.ascontiguousarray(chunk[:, t]), self._family, probabilities(logits))
                 return chunk[:, t]
 
-            walk(self.step, self.shape, np.full(len(chunk), self.shape.classes, np.int64), code)
+            walk(self.step, self.shape, np.full(len(chunk), self.shape.classes, np.int64), code, self.stop)
+            crcs.append(_crc(chunk))
         words: np.ndarray = encoder.get_compressed()
-        return self.prior_id + _crc(flat) + words.astype("<u4").tobytes()
+        return self.prior_id + b"".join(crcs) + words.astype("<u4").tobytes()
 
     def decode(self, header: Header, payload: bytes) -> np.ndarray:
-        """payload -> int64 (N, h, w); InvalidStream when it is not this prior's, or does not decode
-        to the codes it was made from."""
-        self._check_grid(header.height, header.width)
-        prefix = ID_BYTES + 4
-        if len(payload) < prefix or (len(payload) - prefix) % 4:
+        """payload -> int64 (N, h, w); InvalidStream when it is not this prior's, or when a chunk does
+        not decode to the codes it was made from (found after that chunk, not after the whole stream)."""
+        self.check_grid(header.height, header.width)
+        prefix = ID_BYTES + 4 * math.ceil(header.count / CHUNK_GRIDS)
+        if len(payload) <= prefix or (len(payload) - prefix) % 4:
             raise InvalidStream("prior payload is truncated or not a whole number of 32-bit words")
         if payload[:ID_BYTES] != self.prior_id:
             raise InvalidStream("this stream was coded with another prior (its id differs from this model's prior)")
         decoder = _RangeDecoder(np.frombuffer(payload[prefix:], "<u4").astype(np.uint32))
-        out = np.empty((header.count, self.shape.positions), np.int32)
-        try:
-            for start in range(0, header.count, CHUNK_GRIDS):
-                rows = out[start : start + CHUNK_GRIDS]
+        chunks = []
+        for number, start in enumerate(range(0, header.count, CHUNK_GRIDS)):
+            rows = np.empty((min(CHUNK_GRIDS, header.count - start), self.shape.positions), np.int32)
 
-                def code(t: int, logits: np.ndarray, rows: np.ndarray = rows) -> np.ndarray:
+            def code(t: int, logits: np.ndarray, rows: np.ndarray = rows) -> np.ndarray:
+                try:
                     rows[:, t] = decoder.decode(self._family, probabilities(logits))
-                    return rows[:, t]
+                except (AssertionError, ValueError, RuntimeError) as exc:  # constriction's undecodable data
+                    raise InvalidStream("prior payload does not decode") from exc
+                return rows[:, t]
 
-                walk(self.step, self.shape, np.full(len(rows), self.shape.classes, np.int64), code)
-        except Exception as exc:  # constriction reports undecodable data with its own exceptions
-            raise InvalidStream("prior payload does not decode") from exc
-        if _crc(out) != payload[ID_BYTES:prefix]:
-            raise InvalidStream("prior payload does not decode to the codes it was made from: the stream is "
-                                "altered, or this machine computes the prior's probabilities differently")
-        return out.astype(np.int64).reshape(header.count, *self.shape.grid)
+            walk(self.step, self.shape, np.full(len(rows), self.shape.classes, np.int64), code, self.stop)
+            if _crc(rows) != payload[ID_BYTES + 4 * number : ID_BYTES + 4 * number + 4]:
+                raise InvalidStream("prior payload does not decode to the codes it was made from: the stream is "
+                                    "altered, or this machine computes the prior's probabilities differently")
+            chunks.append(rows)
+        return np.concatenate(chunks).astype(np.int64).reshape(header.count, *self.shape.grid)
 
 
 def _crc(flat: np.ndarray) -> bytes:

@@ -134,7 +134,9 @@ def export_prior(checkpoint: Path, model_dir: Path, data_dir: str | None = None,
         export_prior_graph(prior, scratch)
         write_metadata(scratch, {**manifest.metadata(PRIOR_GRAPH), "vqvae.prior_classes": str(shape.classes)})
         onnx.checker.check_model(str(scratch), full_check=True)
-        session = ort.InferenceSession(str(scratch), providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1  # as the service and the codec CLI run it (service/inference/prior.py)
+        session = ort.InferenceSession(str(scratch), options, providers=["CPUExecutionProvider"])
         parity = check_parity(prior, session, shape, test, min(parity_grids, len(test.codes)))
         spec = PriorSpec(path=PRIOR_FILE, sha256=sha256_of(scratch), layers=shape.layers, heads=shape.heads,
                          head_dim=shape.head_dim, classes=shape.classes,

@@ -71,7 +71,8 @@ class GatedPixelCNN(nn.Module):
     def forward(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """codes (N, h, w) -> logits (N, h·w, K)."""
         n = codes.shape[0]
-        start = labels.long() if labels is not None else torch.full((n,), self.cfg.classes, dtype=torch.long)
+        start = labels.long() if labels is not None else torch.full((n,), self.cfg.classes, dtype=torch.long,
+                                                                    device=codes.device)
         x = self.codes(codes).permute(0, 3, 1, 2)  # (N, D, h, w)
         v, h = x, x
         for layer in self.layers:

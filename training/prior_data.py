@@ -84,7 +84,7 @@ def source_class_names(spec: str, source: ImageSource, labels: list[int | None])
     if listing.is_file():
         rows = [line.split("\t") for line in listing.read_text().splitlines() if line.strip()]
         names = {int(row[0]): row[-1].split(",")[0].strip() for row in rows if row[0].isdigit()}
-        return [names.get(i, str(i)) for i in range(count)]
+        return [names.get(i, str(i)) for i in range(max(count, len(names)))]
     folders = {s.label: s.key.split("/")[0] for s in source.samples if s.shard < 0 and "/" in s.key}
     return [str(folders.get(i, i)) for i in range(count)]
 
@@ -103,12 +103,12 @@ def from_source(vqvae: VQVAE, config: dict[str, Any], size: int, limits: tuple[i
     else:
         train_idx, test_idx = holdout(len(train_source), config["val_fraction"], config["val_limit"], config["seed"])
         test_source = train_source
-    sets, names = [], []
-    for source, indices, limit in ((train_source, train_idx, limits[0]), (test_source, test_idx, limits[1])):
-        images, labels = source_images(source, _limited(indices, limit), channels, size)
-        labelled = all(label is not None for label in labels)
-        sets.append(CodeSet(grids_of(vqvae, images), torch.tensor(labels, dtype=torch.long) if labelled else None))
-        names = names or source_class_names(config["dataset"], train_source, labels)
+    splits = [source_images(source, _limited(indices, limit), channels, size)
+              for source, indices, limit in ((train_source, train_idx, limits[0]), (test_source, test_idx, limits[1]))]
+    every_label = splits[0][1] + splits[1][1]  # the classes of both splits: a test label may not be in the train subset
+    names = source_class_names(config["dataset"], train_source, every_label)
+    sets = [CodeSet(grids_of(vqvae, images), torch.tensor(labels, dtype=torch.long) if names else None)
+            for images, labels in splits]
     return sets[0], sets[1], names
 
 

@@ -8,6 +8,7 @@ the exporter and the offline codec CLI.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,11 +17,15 @@ import onnxruntime as ort
 
 from contract.manifest import PRIOR_GRAPH, Manifest, PriorSpec, prior_io
 from contract.prior import PriorCoder, PriorShape, Step, sample, session_step
-from service.errors import ModelLoadError, NoPrior, UnknownClass
+from contract.streams import MissingCoder
+from service.errors import ModelLoadError, NoPrior, UnknownClass, UnsupportedSize
 
-# One thread: at 64 grids a step of the shipped prior took 3.7 ms on one thread and 6.2 ms on two
-# (2 cores, service/README measurements); the other core serves HTTP.
+# One thread on the CPU provider, whatever the other graphs use: prior streams decode only where the
+# probabilities come out to the same bits, so the service, the codec CLI and the exporter all run
+# the prior alike (a stream made on a GPU replica would not decode on a CPU one). One thread is also
+# the faster: a step of 64 grids took 3.7 ms on one thread, 6.2 ms on two (2 cores, busy).
 PRIOR_THREADS = 1
+PRIOR_PROVIDERS = ["CPUExecutionProvider"]
 
 
 @dataclass
@@ -45,14 +50,25 @@ class PriorRuntime:
         known = ", ".join(names) if names else f"0 … {self.spec.classes - 1}"
         raise UnknownClass(f"no class {str(requested)[:64]!r} in this model's prior; classes: {known}")
 
-    def sample(self, count: int, label: int | None, temperature: float, seed: int) -> np.ndarray:
-        """-> int64 (count, h, w) grids drawn from the prior."""
-        return sample(self.step, self.shape, count, label, temperature, seed)
+    def sample(self, count: int, label: int | None, temperature: float, seed: int,
+               stop: threading.Event | None = None) -> np.ndarray:
+        """-> int64 (count, h, w) grids drawn from the prior; WalkStopped once `stop` is set."""
+        return sample(self.step, self.shape, count, label, temperature, seed, stop)
+
+    def check_grid(self, h: int, w: int) -> None:
+        """UnsupportedSize (422) for grids the prior does not model, before any work is done."""
+        if (h, w) != self.shape.grid:
+            raise UnsupportedSize(f"format=prior codes {self.shape.grid[0]}×{self.shape.grid[1]} grids only (images "
+                                  f"of the model's native size), not {h}×{w}; use format=entropy for those")
 
 
-def require_prior(manifest: Manifest, prior: PriorRuntime | None) -> PriorRuntime:
+def require_prior(manifest: Manifest, prior: PriorRuntime | None, for_streams: bool = False) -> PriorRuntime:
+    """The model's prior; NoPrior (404) for /sample, MissingCoder (422 format_unavailable) for streams."""
     if prior is None:
-        raise NoPrior(f"model {manifest.name!r} ships no prior (export one with python -m export.prior)")
+        problem = f"model {manifest.name!r} ships no prior"
+        if for_streams:
+            raise MissingCoder(f"{problem} to code with; use format=entropy or packed")
+        raise NoPrior(f"{problem} (export one with python -m export.prior)")
     return prior
 
 
@@ -68,14 +84,13 @@ def _check_graph(manifest: Manifest, spec: PriorSpec, session: ort.InferenceSess
                              f"({', '.join(inputs)} -> {', '.join(outputs)})")
 
 
-def load_prior(manifest: Manifest, model_dir: Path, options: ort.SessionOptions,
-               providers: list[str]) -> PriorRuntime | None:
+def load_prior(manifest: Manifest, model_dir: Path, options: ort.SessionOptions) -> PriorRuntime | None:
     """The prior of a model whose files are verified already; None when the manifest lists none."""
     spec = manifest.prior
     if spec is None:
         return None
     try:
-        session = ort.InferenceSession(str(model_dir / spec.path), sess_options=options, providers=providers)
+        session = ort.InferenceSession(str(model_dir / spec.path), sess_options=options, providers=PRIOR_PROVIDERS)
     except Exception as exc:  # onnxruntime raises its own exception types for a bad graph
         raise ModelLoadError(f"{manifest.name}: {spec.path} is not a loadable ONNX model") from exc
     _check_graph(manifest, spec, session)

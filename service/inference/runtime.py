@@ -188,7 +188,7 @@ def load_model(model_dir: Path, providers: ProviderChoice, threads: int, warmup_
         )
     runtime = ModelRuntime(manifest=manifest, sessions=sessions, provider=active,
                            entropy=_load_entropy(manifest, model_dir),
-                           prior=load_prior(manifest, model_dir, session_options(PRIOR_THREADS), wanted))
+                           prior=load_prior(manifest, model_dir, session_options(PRIOR_THREADS)))
     try:
         runtime.warm_up(warmup_runs, max_batch)
     except ModelLoadError:

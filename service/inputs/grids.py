@@ -19,7 +19,7 @@ from starlette.requests import Request
 from contract.entropy_model import EntropyModel
 from contract.manifest import Manifest
 from contract.prior import CHUNK_GRIDS, PriorCoder
-from contract.streams import Header, Kind, decode_stream, parse_header, unseal
+from contract.streams import Header, Kind, MissingCoder, decode_stream, parse_header, unseal
 from service.config import Settings
 from service.errors import BadRequest, ImageTooLarge, InvalidCodes, TooManyImages, UnsupportedMediaType, UnsupportedSize
 from service.inference.working_set import stream_decode_bytes
@@ -121,7 +121,12 @@ async def _stream_body(body: bytes, m: Manifest, entropy: EntropyModel | None, p
                        settings: Settings, reserve: Reserve) -> GridBody:
     header, _ = parse_header(unseal(body))
     _check_stream_header(header, m, settings)
-    walk = prior.shape.working_bytes(min(header.count, CHUNK_GRIDS)) if prior and header.kind is Kind.PRIOR else 0
+    walk = 0
+    if header.kind is Kind.PRIOR:  # 422 before reserving anything: no prior here, or a grid it does not model
+        if prior is None:
+            raise MissingCoder(f"model {m.name!r} ships no prior to decode this stream with")
+        prior.check_grid(header.height, header.width)
+        walk = prior.shape.working_bytes(min(header.count, CHUNK_GRIDS))
     await reserve(len(body) + stream_decode_bytes(header.count, header.height, header.width,
                                                   header.kind is Kind.ENTROPY, walk),
                   f"decoding a stream of {header.count} grid(s) of {header.height}×{header.width}")

@@ -4,13 +4,14 @@ every altered, cut or foreign payload is refused; sampling is a function of the 
 
 from __future__ import annotations
 
+import threading
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from contract.prior import CHUNK_GRIDS, ID_BYTES, PriorCoder, sample
+from contract.prior import CHUNK_GRIDS, ID_BYTES, PriorCoder, WalkStopped, sample
 from contract.streams import Header, InvalidStream, Kind, decode_stream, encode_stream
 from service.inference.runtime import ModelRuntime, load_model
 
@@ -88,3 +89,22 @@ def test_sampling_is_a_function_of_the_seed(mnist: ModelRuntime) -> None:
     greedy = [sample(prior.step, prior.shape, 2, 3, 0.0, seed) for seed in (1, 2)]
     assert np.array_equal(greedy[0], greedy[1]) and np.array_equal(greedy[0][0], greedy[0][1])  # no randomness
     assert not np.array_equal(sample(prior.step, prior.shape, 2, 4, 0.0, 1), greedy[0])  # the class matters
+
+
+def test_a_stopped_walk_ends_at_once(mnist: ModelRuntime, test_codes: np.ndarray) -> None:
+    prior = mnist.prior
+    assert prior is not None
+    stop = threading.Event()
+    stop.set()  # as a route does when its request times out or its client leaves
+    with pytest.raises(WalkStopped):
+        sample(prior.step, prior.shape, 64, None, 1.0, 0, stop)
+    with pytest.raises(WalkStopped):
+        prior.coder.bound(stop).encode(test_codes[:64])
+    assert np.array_equal(prior.coder.decode(header(test_codes[:3]), prior.coder.encode(test_codes[:3])),
+                          test_codes[:3])  # the unbound coder is untouched
+
+
+def test_a_tiny_tempered_draw_is_greedy_not_nan(mnist: ModelRuntime) -> None:
+    prior = mnist.prior
+    assert prior is not None
+    assert np.array_equal(sample(prior.step, prior.shape, 2, 5, 1e-300, 1), sample(prior.step, prior.shape, 2, 5, 0, 9))

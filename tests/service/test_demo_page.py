@@ -149,6 +149,26 @@ def test_the_colour_model_shows_a_colour_reconstruction_of_a_photo(page: Page) -
     page.wait_for_function("document.querySelectorAll('#batch figure').length === 8")
 
 
+def test_sampling_new_digits_of_a_chosen_class(page: Page) -> None:
+    page.wait_for_function("document.querySelectorAll('#sample-class option').length === 11")  # any, 0 … 9
+    page.select_option("#sample-class", "3")
+    page.fill("#temperature", "0.8")
+    page.click("#sample")
+    page.wait_for_function("document.querySelectorAll('#samples img').length === 8")
+    seed = int(page.get_attribute("#samples", "data-seed") or "-1")
+    again = httpx.post(page.url + "v1/models/mnist/sample",
+                       json={"count": 8, "class": 3, "temperature": 0.8, "seed": seed}).json()
+    shown = page.eval_on_selector_all("#samples img", "imgs => imgs.map(i => i.src.split(',')[1])")
+    assert shown == again["images"]  # the page shows what the API draws for that seed
+    page.locator("#samples img").nth(2).click()  # its codes go to the editor
+    page.wait_for_function("document.getElementById('recon').dataset.version === '1'")
+    cells = [int(t) for t in page.locator("#grid td").all_inner_texts()]
+    assert cells == [c for row in again["codes"][2] for c in row]
+    page.select_option("#model", "tiny-imagenet")
+    page.wait_for_function("document.getElementById('sample').disabled === true")
+    assert "no prior" in page.inner_text("#sample-note")
+
+
 def test_demo_can_be_turned_off(start_server) -> None:  # type: ignore[no-untyped-def]
     server = start_server(demo="off")
     server.wait("/livez")

@@ -109,7 +109,8 @@ def test_prior_streams_round_trip_over_http(client: httpx.Client, digits: np.nda
     assert none.status_code == 422 and none.json()["error"]["code"] == "format_unavailable"
     big = client.post("/encode?format=prior", files=[("images", ("a.png", png_bytes(np.zeros((56, 56), np.uint8)),
                                                                  "image/png"))])
-    assert big.status_code == 422 and "7×7 only" in big.json()["error"]["message"]
+    assert big.status_code == 422 and big.json()["error"]["code"] == "unsupported_size"
+    assert "7×7 grids only" in big.json()["error"]["message"]
 
 
 def test_the_codec_cli_codes_with_the_prior(tmp_path: Path, digits: np.ndarray) -> None:

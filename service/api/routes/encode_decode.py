@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from typing import Annotated, Literal
 
 import numpy as np
@@ -29,6 +30,7 @@ from service.api.openapi import (
 )
 from service.api.request_scope import body_deadline, for_client, prefers_png
 from service.config import Settings
+from service.inference.prior import require_prior
 from service.inference.working_set import body_bytes
 from service.inputs.bodies import media_type, read_images
 from service.inputs.grids import off_loop, read_grids
@@ -69,13 +71,17 @@ def declared_body_bytes(request: Request, settings: Settings) -> int:
 async def encode(request: Request, target: CodecTarget, resize: Resize, output: OutputFormat) -> Response:
     model, settings, m = target.model, target.settings, target.model.manifest
     reading = body_bytes(media_type(request), declared_body_bytes(request, settings))
+    stop = threading.Event()
     with target.gate.admit():  # 429 before the body is read when too many requests are in progress
         async with target.memory.hold(reading, "reading the request body") as held:
             async with body_deadline(settings.body_timeout_s):
                 uploads = await read_images(request, settings.max_images)
             plan = plan_encode(model, uploads, resize, settings, json_output=output == "json")  # headers: 4xx now
-            prior = model.runtime.prior if output == "prior" else None
-            walk = prior.shape.working_bytes(min(len(uploads), CHUNK_GRIDS)) if prior else 0  # its coder's cache
+            walk = 0
+            if output == "prior":  # 422 now, before any work, for a model without a prior or another grid size
+                prior = require_prior(m, model.runtime.prior, for_streams=True)
+                prior.check_grid(plan.size[0] // m.downsample, plan.size[1] // m.downsample)
+                walk = prior.shape.working_bytes(min(len(uploads), CHUNK_GRIDS))  # its coder's cache
             await held.grow_to(plan.working_bytes + walk, plan.what)
             work = run_encode(model, plan, upload_loader(m, uploads, resize, plan.size, settings.max_pixels))
             codes = await for_client(request, work, plan.deadline_s(settings), plan.pixels > WATCH_PIXELS)  # (N, h, w)
@@ -83,8 +89,14 @@ async def encode(request: Request, target: CodecTarget, resize: Resize, output: 
             # through its graph for every position).
             heavy = codes.size > INLINE_CODES or output == "prior"
             if output != "json":
-                coder, entropy = prior.coder if prior else None, model.runtime.entropy
-                stream = await off_loop(lambda: encode_stream(codes, STREAM_KINDS[output], m, entropy, coder), heavy)
+                coder = model.runtime.prior.coder.bound(stop) if model.runtime.prior else None
+                coding = off_loop(lambda: encode_stream(codes, STREAM_KINDS[output], m, model.runtime.entropy, coder),
+                                  heavy)
+                try:  # the prior's coder is inference too: under the deadline, stopped when the client leaves
+                    stream = await (for_client(request, coding, plan.deadline_s(settings)) if output == "prior"
+                                    else coding)
+                finally:
+                    stop.set()
                 return Response(stream, media_type="application/octet-stream")
             return Response(await off_loop(lambda: codes_json(m, codes), heavy), media_type="application/json")
 
@@ -93,12 +105,13 @@ async def decode(request: Request, target: CodecTarget) -> Response:
     model, settings, m = target.model, target.settings, target.model.manifest
     reading = body_bytes(media_type(request), declared_body_bytes(request, settings))
     png_wanted = prefers_png(request.headers.get("accept", ""))
+    stop = threading.Event()
     with target.gate.admit():  # 429 before the body is read when too many requests are in progress
         async with target.memory.hold(reading, "reading the request body") as held:
             async with body_deadline(settings.body_timeout_s):
                 runtime = model.runtime
                 body = await read_grids(request, m, runtime.entropy, settings, held.grow_to,
-                                        runtime.prior.coder if runtime.prior else None)
+                                        runtime.prior.coder.bound(stop) if runtime.prior else None)
             single = body.single
             plan = plan_decode(model, body.size, body.shape, png_response=single and png_wanted)
             await held.grow_to(plan.working_bytes, plan.what)
@@ -108,7 +121,10 @@ async def decode(request: Request, target: CodecTarget) -> Response:
                 assert decoded.pngs is not None
                 return decoded.pngs
 
-            pngs = await for_client(request, work(), plan.deadline_s(settings), plan.pixels > WATCH_PIXELS)
+            try:
+                pngs = await for_client(request, work(), plan.deadline_s(settings), plan.pixels > WATCH_PIXELS)
+            finally:
+                stop.set()  # a prior stream's decoder left behind by a 504 or a gone client stops
             if single and png_wanted:
                 return Response(pngs[0], media_type="image/png")
             return JSONResponse({"model": m.name, "version": m.version,

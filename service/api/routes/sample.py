@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+import threading
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -42,16 +43,20 @@ async def sample(request: Request, target: NamedTargetDep, body: SampleRequest) 
     png_only = body.count == 1 and prefers_png(request.headers.get("accept", ""))
     plan = plan_decode(model, 0, (body.count, *prior.shape.grid), png_response=png_only)
     walk = prior.shape.working_bytes(min(body.count, CHUNK_GRIDS))
+    stop = threading.Event()  # set when the request ends: a walk left behind by a 504 or a gone client stops
     with target.gate.admit():  # 429 when too many requests are in progress
         async with target.memory.hold(plan.working_bytes + walk, f"sampling {body.count} grid(s)"):
 
             async def work() -> tuple[Any, list[bytes]]:
-                codes = await off_loop(lambda: prior.sample(body.count, label, body.temperature, seed), heavy=True)
+                codes = await off_loop(lambda: prior.sample(body.count, label, body.temperature, seed, stop), True)
                 decoded = await run_decode(model, codes, plan)  # (count, h, w) -> PNGs
                 assert decoded.pngs is not None
                 return codes, decoded.pngs
 
-            codes, pngs = await for_client(request, work(), plan.deadline_s(settings))
+            try:
+                codes, pngs = await for_client(request, work(), plan.deadline_s(settings))
+            finally:
+                stop.set()
     if png_only:
         return Response(pngs[0], media_type="image/png", headers={"X-Seed": str(seed)})
     return {"model": m.name, "version": m.version, "seed": seed, "codes": codes.tolist(),

@@ -53,7 +53,8 @@ def row(path: Path, runs: int) -> str:
         draw(prior, 64, 3 % max(1, cfg.classes), grid, seed)
         times.append(time.perf_counter() - started)
     m = ckpt["metrics"] or {}
-    shape = f"{cfg.layers} layers, width {cfg.width}, dropout {cfg.dropout:g}"
+    dropout = f", dropout {cfg.dropout:g}" if cfg.arch == "transformer" else ""  # the PixelCNN has none
+    shape = f"{cfg.layers} layers, width {cfg.width}{dropout}"
     return (f"| {cfg.arch} ({shape}) | {ckpt['step']} | {ckpt['seconds']:.1f} | {m.get('bits_per_grid', 0):.1f} "
             f"| {m.get('unlabelled_bits_per_grid', 0):.1f} | {m.get('unlabelled_bytes_per_image', 0):.2f} "
             f"| {statistics.median(times):.2f} s |")

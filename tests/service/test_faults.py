@@ -38,8 +38,10 @@ FAULTS: dict[str, tuple[Callable[[Path], None], str]] = {
     "corrupted-entropy-model": (lambda m: corrupt(m / "entropy.npz"), "entropy.npz has sha256"),
     "corrupted-prior": (lambda m: corrupt(m / "prior.onnx"), "prior.onnx has sha256"),
     "missing-prior": (lambda m: (m / "prior.onnx").unlink(), "prior file prior.onnx is missing"),
-    "manifest-wrong-prior": (lambda m: rewrite_manifest(m, lambda d: d["prior"].update(classes=11)),
-                             "prior.onnx metadata disagrees with model.json"),
+    "manifest-wrong-prior": (lambda m: rewrite_manifest(m, lambda d: d["prior"].update(
+        classes=11, class_names=[str(i) for i in range(11)])), "prior.onnx metadata disagrees with model.json"),
+    "manifest-prior-names": (lambda m: rewrite_manifest(m, lambda d: d["prior"].update(classes=11)),
+                             "prior lists 10 class names for 11 classes"),
 }
 
 

@@ -113,15 +113,15 @@ def test_prior_streams_round_trip_over_http(client: httpx.Client, digits: np.nda
     assert "7×7 grids only" in big.json()["error"]["message"]
 
 
-def test_the_codec_cli_codes_with_the_prior(tmp_path: Path, digits: np.ndarray) -> None:
+def test_the_codec_cli_codes_with_the_prior(tmp_path: Path, mnist_test: tuple[np.ndarray, np.ndarray]) -> None:
     source = tmp_path / "digits"
     source.mkdir()
-    for i, digit in enumerate(digits[:70]):
+    for i, digit in enumerate(mnist_test[0][:70]):  # two of the coder's 64-grid chunks
         (source / f"{i:03d}.png").write_bytes(png_bytes(digit))
     for fmt in ("prior", "packed"):
         assert codec(["compress", str(source), str(tmp_path / f"{fmt}.vqc"), "--format", fmt]) == 0
         assert codec(["decompress", str(tmp_path / f"{fmt}.vqc"), str(tmp_path / fmt)]) == 0
-    assert (tmp_path / "prior.vqc").stat().st_size < 0.5 * (tmp_path / "packed.vqc").stat().st_size
+    assert (tmp_path / "prior.vqc").stat().st_size < 0.7 * (tmp_path / "packed.vqc").stat().st_size
     for i in range(70):
         name = f"{i:05d}.png"
         assert np.array_equal(pixels((tmp_path / "prior" / name).read_bytes()),
@@ -129,7 +129,7 @@ def test_the_codec_cli_codes_with_the_prior(tmp_path: Path, digits: np.ndarray) 
 
 
 def test_sampling_keeps_to_the_memory_budget_and_the_deadline(start_server) -> None:  # type: ignore[no-untyped-def]
-    tight = start_server(memory_budget_mb=24)  # 16 MiB for requests: 64 grids' walk alone needs more
+    tight = start_server(memory_budget_mb=16)  # 10.7 MiB for requests: 64 grids' walk alone needs 12.8 MB
     tight.wait()
     with tight.client() as client:
         over = client.post(SAMPLE, json={"count": 200})

@@ -1,4 +1,4 @@
-"""Packed and entropy-coded streams: lossless, compact, refused when malformed or foreign."""
+"""Packed, entropy-coded and prior-coded streams: lossless, compact, refused when malformed or foreign."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import httpx
 import numpy as np
 import pytest
 
+from contract.prior import PriorCoder
 from contract.streams import InvalidStream, Kind, decode_stream, encode_stream, pack, seal, unpack, unseal
 from service.codec.__main__ import main as codec_cli
 from service.inference.runtime import ModelRuntime, load_model
@@ -32,6 +33,16 @@ def test_codes(runtimes: dict[str, ModelRuntime], data_dir: Path) -> dict[str, n
     return codes
 
 
+def prior_of(runtime: ModelRuntime) -> PriorCoder:
+    assert runtime.prior is not None, f"{runtime.name} ships a prior"
+    return runtime.prior.coder
+
+
+def round_trip(runtime: ModelRuntime, codes: np.ndarray, kind: Kind) -> tuple[bytes, np.ndarray]:
+    stream = encode_stream(codes, kind, runtime.manifest, runtime.entropy, prior_of(runtime))
+    return stream, decode_stream(stream, runtime.manifest, runtime.entropy, prior=prior_of(runtime))
+
+
 @pytest.mark.parametrize("bits", [1, 3, 9, 16])
 def test_bit_packing_is_exact(bits: int) -> None:
     values = np.random.default_rng(bits).integers(0, 2**bits, 1001)
@@ -44,18 +55,23 @@ def test_bit_packing_is_exact(bits: int) -> None:
 @pytest.mark.parametrize("model", ["mnist", "fashion-mnist"])
 def test_lossless_on_the_whole_test_set(runtimes, test_codes, kind: Kind, model: str) -> None:  # type: ignore[no-untyped-def]
     runtime, codes = runtimes[model], test_codes[model]
-    stream = encode_stream(codes, kind, runtime.manifest, runtime.entropy)
-    assert np.array_equal(decode_stream(stream, runtime.manifest, runtime.entropy), codes)
+    stream, decoded = round_trip(runtime, codes, kind)
+    assert np.array_equal(decoded, codes)
     per_image = len(stream) / len(codes)
-    assert per_image < (56.2 if kind is Kind.PACKED else 50)  # 49 × 9 bits = 55.1 bytes before entropy coding
+    limit = {Kind.PACKED: 56.2, Kind.ENTROPY: 50, Kind.PRIOR: 35}[kind]  # 49 × 9 bits = 55.1 bytes uncoded
+    assert per_image < limit
 
 
 @pytest.mark.parametrize("kind", list(Kind))
 def test_single_grids_and_other_sizes_round_trip(runtimes, test_codes, kind: Kind) -> None:  # type: ignore[no-untyped-def]
     runtime = runtimes["mnist"]
-    for codes in (test_codes["mnist"][:1], np.random.default_rng(0).integers(0, 512, (3, 5, 11))):
-        stream = encode_stream(codes, kind, runtime.manifest, runtime.entropy)
-        assert np.array_equal(decode_stream(stream, runtime.manifest, runtime.entropy), codes)
+    other_size = np.random.default_rng(0).integers(0, 512, (3, 5, 11))
+    for codes in (test_codes["mnist"][:1], other_size):
+        if kind is Kind.PRIOR and codes is other_size:  # the prior models the native 7×7 grid only
+            with pytest.raises(InvalidStream, match="7×7 only"):
+                round_trip(runtime, codes, kind)
+            continue
+        assert np.array_equal(round_trip(runtime, codes, kind)[1], codes)
 
 
 def test_entropy_coding_beats_packing_on_real_digits(runtimes, test_codes) -> None:  # type: ignore[no-untyped-def]
@@ -93,10 +109,10 @@ CORRUPTIONS = list(corruptions(seal(b"VQ" + b"\0" * 8)))  # only the names, for 
 def test_malformed_streams_are_refused_saying_why(runtimes, test_codes, kind: Kind,  # type: ignore[no-untyped-def]
                                                    corruption: str) -> None:
     runtime = runtimes["mnist"]
-    stream = encode_stream(test_codes["mnist"][:5], kind, runtime.manifest, runtime.entropy)
+    stream = round_trip(runtime, test_codes["mnist"][:5], kind)[0]
     bad, reason = corruptions(stream)[corruption]
     with pytest.raises(InvalidStream, match=reason):
-        decode_stream(bad, runtime.manifest, runtime.entropy)
+        decode_stream(bad, runtime.manifest, runtime.entropy, prior=prior_of(runtime))
 
 
 def test_a_stream_from_another_model_is_refused(runtimes, test_codes) -> None:  # type: ignore[no-untyped-def]

@@ -46,8 +46,9 @@ def test_the_gated_pixelcnn_sees_only_the_codes_before_each_position() -> None:
         changed.view(2, -1)[:, position] = (changed.view(2, -1)[:, position] + 1) % 16
         after = pixelcnn(changed, labels)
         assert torch.equal(base[:, : position + 1], after[:, : position + 1])  # no blind cheat, no look-ahead
-        if position < 48:
-            assert not torch.allclose(base[:, position + 1], after[:, position + 1])  # the next one reads it
+        for reader in (position + 1, position + 7):  # the code to its right and the one below read it
+            if reader < 49 and (reader == position + 7 or reader % 7):
+                assert not torch.allclose(base[:, reader], after[:, reader])
     assert not torch.allclose(pixelcnn(codes, torch.tensor([1, 1]))[:, 0], base[:, 0])  # the class matters
 
 
@@ -117,4 +118,4 @@ def test_a_model_whose_images_are_gone_is_a_clear_error(tmp_path: Path, data_dir
     argv = flags(tmp_path / "out", data_dir)
     argv[1] = str(tmp_path / "moved.pt")
     assert cli(argv) == 1
-    assert "no such folder, file or shards" in capsys.readouterr().err
+    assert "do not exist" in capsys.readouterr().err

@@ -27,7 +27,7 @@ from service.workflows import plan_decode, run_decode
 router = APIRouter(tags=["codec"])
 RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/png": {}}, "description": "JSON, or one PNG for count 1 with Accept: image/png"},
-    **{status: ERROR_RESPONSES[status] for status in (404, 413, 422, 429, 503, 504)},
+    **{status: ERROR_RESPONSES[status] for status in (400, 404, 413, 422, 429, 503, 504)},
 }
 
 
@@ -39,7 +39,7 @@ async def sample(request: Request, target: NamedTargetDep, body: SampleRequest) 
     label = prior.label_of(body.label)  # 422 for a class it does not have
     if body.count > settings.max_images:
         raise TooManyImages(f"count {body.count} is over this server's limit of {settings.max_images} per request")
-    seed = body.seed if body.seed is not None else secrets.randbits(63)
+    seed = body.seed if body.seed is not None else secrets.randbits(53)  # exact in a JavaScript number too
     png_only = body.count == 1 and prefers_png(request.headers.get("accept", ""))
     plan = plan_decode(model, 0, (body.count, *prior.shape.grid), png_response=png_only)
     walk = prior.shape.working_bytes(min(body.count, CHUNK_GRIDS))

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import sys
 import types
 import typing
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -68,3 +71,16 @@ def build_config(cls: type[T], overrides: dict[str, Any]) -> T:
     for head, sub in nested.items():
         direct[head] = build_config(hints[head], sub)
     return cls(**direct)
+
+
+def run_and_report(train: Callable[[], dict[str, Any] | None], expected: tuple[type[Exception], ...]) -> int:
+    """A trainer's command line: its final metrics as JSON on stdout, an expected error (bad data, a
+    bad checkpoint) as one line on stderr and exit status 1."""
+    try:
+        metrics = train()
+    except expected as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if metrics:
+        print(json.dumps(metrics, indent=2))
+    return 0

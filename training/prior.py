@@ -15,6 +15,7 @@ dimension (per pixel channel, the paper's unit).
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -26,7 +27,7 @@ from tqdm import tqdm
 
 from contract.manifest import sha256_of
 from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from training.cli import parse_config
+from training.cli import parse_config, run_and_report
 from training.data import DataError
 from training.pixelcnn import GatedPixelCNN
 from training.prior_data import CodeSet, prior_data
@@ -125,7 +126,7 @@ def save(cfg: PriorTrainConfig, prior: Prior, optimizer: torch.optim.Optimizer, 
     save_checkpoint(Path(cfg.out_dir) / "ckpt.pt", {
         "kind": "prior", "config": asdict(cfg), "model": prior.state_dict(),
         "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(), "step": step, "seconds": seconds,
-        "command": "python -m training.prior " + " ".join(sys.argv[1:]), **extra})
+        "command": f"python -m training.prior {shlex.join(sys.argv[1:])}".strip(), **extra})
 
 
 def train_steps(cfg: PriorTrainConfig, prior: Prior, optimizer: torch.optim.Optimizer, train: CodeSet,
@@ -192,14 +193,7 @@ def parse_args(argv: list[str] | None = None) -> PriorTrainConfig:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    try:
-        metrics = main(parse_args(argv))
-    except (DataError, SourceError, CheckpointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    if metrics:
-        print(json.dumps(metrics, indent=2))
-    return 0
+    return run_and_report(lambda: main(parse_args(argv)), (DataError, SourceError, CheckpointError))
 
 
 if __name__ == "__main__":

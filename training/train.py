@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from training.checkpoint import CheckpointError, load_checkpoint, model_config_from, save_checkpoint
-from training.cli import parse_config
+from training.cli import parse_config, run_and_report
 from training.data import DATASETS, DataError
 from training.evaluate import evaluate_images, grid_images, reconstruct, save_reconstruction_grid
 from training.loader import SourceSpec, TrainingData, builtin_data, source_data
@@ -342,14 +342,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    try:
-        metrics = main(parse_args(argv)).metrics
-    except (DataError, CheckpointError, SourceError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    if metrics:
-        print(json.dumps(metrics, indent=2))
-    return 0
+    return run_and_report(lambda: main(parse_args(argv)).metrics, (DataError, CheckpointError, SourceError, ValueError))
 
 
 if __name__ == "__main__":

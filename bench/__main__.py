@@ -27,10 +27,10 @@ import torch
 from bench.benchmarks_md import graph_cells, load_cells, markdown_table, targets, write_markdown
 from bench.inprocess import matmul_rate, measure_graphs
 from bench.load import LoadRow, Workload, comparison, ours, run_rows
+from datasources.idx_files import load_split
 from harness.multipart import image_parts, multipart_body
-from service.inference.resources import usable_cpus
-from service.inputs.images import encode_png
-from training.data import load_split
+from runtime.host_limits import usable_cpus
+from runtime.images import encode_png
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -23,9 +23,9 @@ from PIL import Image
 
 from contract.entropy_model import EntropyModel
 from contract.streams import Kind, decode_stream, encode_stream
-from service.inference.runtime import ModelRuntime, load_model
-from service.inputs.images import to_uint8
-from training.data import load_split
+from datasources.idx_files import load_split
+from runtime.images import to_uint8
+from runtime.model_runtime import ModelRuntime, load_model
 from training.metrics import psnr_from_mse, ssim
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -109,7 +109,7 @@ def measure_one(framework: str, model_dir: Path, threads: int, seconds: float) -
                 out["encode"][batch] = images_per_second(partial(model.encode_to_indices, x), batch, seconds)
                 out["decode"][batch] = images_per_second(partial(model.decode_from_indices, idx), batch, seconds)
         return out
-    from service.inference.runtime import load_model
+    from runtime.model_runtime import load_model
 
     runtime = load_model(model_dir, "cpu", threads=threads, warmup_runs=3, max_batch=max(BATCHES))
     for batch in BATCHES:

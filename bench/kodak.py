@@ -23,8 +23,8 @@ import numpy as np
 from PIL import Image
 
 from contract.streams import Kind, encode_stream
-from service.inference.runtime import ModelRuntime, load_model
-from service.inputs.images import to_uint8
+from runtime.images import to_uint8
+from runtime.model_runtime import ModelRuntime, load_model
 from training.metrics import psnr_from_mse, ssim
 
 ROOT = Path(__file__).resolve().parents[1]

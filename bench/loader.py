@@ -20,18 +20,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.loader import StepBatches, blocks_of, source_batches
+from datasources.dataset import open_dataset
+from training.batches import StepBatches, source_batches
 from training.model import VQVAE, ModelConfig
-from training.sources import open_source
 from training.train import train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def loader_images_per_second(spec: str, workers: int, crop: int, batch: int, steps: int) -> float:
-    source = open_source(spec)
+    source = open_dataset(spec)
     indices = np.arange(len(source))
-    order = StepBatches(indices, batch, 0, 0, steps + 5, blocks=blocks_of(source, indices))
+    order = StepBatches(indices, batch, 0, 0, steps + 5, blocks=source.blocks(indices))
     batches = source_batches(source, indices, 3, crop, True, order, workers, pin=False)
     for _ in range(5):  # worker start-up and the first shard's read, not timed
         next(batches)

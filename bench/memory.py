@@ -35,9 +35,9 @@ from PIL import Image
 
 from contract.manifest import load_manifest
 from contract.streams import Kind, encode_stream
+from datasources.idx_files import load_split
 from harness.multipart import image_parts, multipart_body
 from harness.server import ROOT, SHIPPED_MODELS, ServerProcess, service_process
-from training.data import load_split
 
 GiB = 1 << 30
 
@@ -214,7 +214,7 @@ def arena_cost(model_dir: Path = SHIPPED_MODELS / "mnist") -> list[str]:
     """Encoder run time with onnxruntime's CPU arena on and off (what turning it off costs), side by side."""
     import onnxruntime as ort
 
-    from service.inference.runtime import session_options
+    from runtime.model_runtime import session_options
 
     rows = ["| batch | arena on (µs per run) | arena off (µs per run) |", "|---:|---:|---:|"]
     for batch in (1, 64):

@@ -2,7 +2,7 @@
 
     python -m bench.prior_compare runs/prior-mnist-pixelcnn/ckpt.pt runs/prior-mnist/ckpt.pt ...
 
-For each prior checkpoint (python -m training.prior, any --model.arch): its recorded test code
+For each prior checkpoint (python -m training.train_prior, any --model.arch): its recorded test code
 length and training time, and the median time to draw 64 grids of one class in PyTorch on this
 CPU. The transformer draws with its key/value cache (one new position through the network per
 step); the PixelCNN has no cache here, so each of the h·w positions runs the whole network on the
@@ -20,8 +20,8 @@ import torch
 
 from training.checkpoint import load_checkpoint
 from training.pixelcnn import GatedPixelCNN
-from training.prior import Prior, build_prior
 from training.prior_model import CodePrior, PriorConfig
+from training.train_prior import Prior, build_prior
 
 
 @torch.no_grad()

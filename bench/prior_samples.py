@@ -25,10 +25,10 @@ import torch
 from PIL import Image
 from torch import nn
 
+from datasources.idx_files import load_split
 from harness.server import service_process
-from service.inference.runtime import ModelRuntime, load_model
-from service.inputs.images import to_uint8
-from training.data import load_split
+from runtime.images import to_uint8
+from runtime.model_runtime import ModelRuntime, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ("mnist", "fashion-mnist")

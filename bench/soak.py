@@ -30,9 +30,9 @@ import httpx
 import numpy as np
 
 from bench.load import ours
+from datasources.idx_files import load_split
 from harness.multipart import image_parts, multipart_body
-from service.inputs.images import encode_png
-from training.data import load_split
+from runtime.images import encode_png
 
 ROOT = Path(__file__).resolve().parents[1]
 DRAIN_SECONDS = 2.0

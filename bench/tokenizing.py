@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from service.inference.resources import usable_cpus
+from runtime.host_limits import usable_cpus
 from tokenizer.__main__ import main as tokenize
 from tokenizer.job import Job, ShardEncoder
 

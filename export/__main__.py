@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 from contract import ContractError
+from datasources.errors import DataError
 from export.parity import ParityError
 from export.pipeline import export_checkpoint
 from training.checkpoint import CheckpointError
-from training.data import DataError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,10 +39,9 @@ from export.graphs import OPSET, Upsample, export_graph, graph_specs, write_meta
 from export.parity import ParityReport, check_parity
 from export.resources import measure_resources
 from training.checkpoint import load_checkpoint, model_from_checkpoint
-from training.data import DATASETS, load_split
-from training.evaluate import evaluate_images, evaluate_model, evaluation_images, reconstruct, save_reconstruction_grid
-from training.loader import center_crops, training_crops, upscaled
+from training.evaluate import evaluate_set, reconstruct, save_reconstruction_grid
 from training.model import DOWNSAMPLE, VQVAE
+from training.run_data import RunSplit, center_crops, eval_images, readable_images, run_split, upscaled
 
 PLACEHOLDER_SHA = "0" * 64
 GRID_PREVIEW = "reconstructions.png"
@@ -134,22 +133,25 @@ class ExportData:
     test: Callable[[], Iterable[np.ndarray]]
     train: np.ndarray  # (M, S, S[, C]) uint8
     dataset: str
+    split: RunSplit
 
 
 def export_data(ckpt: dict[str, Any], data_dir: str | None, channels: int, parity_images: int,
                 fit_images: int = 20000) -> ExportData:
     config = ckpt["config"]
     size, dataset = native_size(ckpt), config.get("val_dataset") or config["dataset"]
-    if config["dataset"] in DATASETS:
-        test = load_split(config["dataset"], "test", data_dir)[0]  # (10000, 28, 28)
-        native, train = test[:parity_images], load_split(config["dataset"], "train", data_dir)[0]
-        all_test: Callable[[], Iterable[np.ndarray]] = lambda: (image[..., None] for image in test)  # noqa: E731
-    else:
-        all_test = lambda: evaluation_images(config, None, data_dir, channels)  # noqa: E731
-        native = center_crops(all_test(), size, parity_images)
-        train = training_crops(config, channels, size, fit_images)
+    split = run_split(config, data_dir)
+
+    def all_test() -> Iterator[np.ndarray]:
+        return eval_images(split.test, split.test_indices, channels, DOWNSAMPLE)
+
+    native = center_crops(all_test(), size, parity_images)
+    # A set held in memory is fitted whole (reading it costs nothing); one decoded file by file, its
+    # first `fit_images` training images (more of Tiny ImageNet's JPEGs buy nothing measurable).
+    fit_count = None if split.train.arrays is not None else fit_images
+    train = center_crops(readable_images(split.train, split.train_indices, channels), size, fit_count)
     large = np.stack([upscaled(image, 512, 768) for image in native[:2]])
-    return ExportData(native, large, all_test, train, dataset)
+    return ExportData(native, large, all_test, train, dataset, split)
 
 
 def export_checkpoint(checkpoint: Path, out_dir: Path, name: str | None = None, version: str = "1.0.0",
@@ -158,9 +160,8 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, name: str | None = None, 
     """The whole export; raises ParityError (writing nothing) when ONNX and PyTorch disagree."""
     ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt)
-    builtin = ckpt["config"]["dataset"] in DATASETS
     data = export_data(ckpt, data_dir, model.cfg.in_channels or 1, parity_images)
-    draft = draft_manifest(ckpt, model, name or (ckpt["config"]["dataset"] if builtin else out_dir.name), version)
+    draft = draft_manifest(ckpt, model, name or out_dir.name, version)
     draft = draft.model_copy(update={"producer": {**draft.producer, "decoder_upsampling": upsample}})
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir.parent))
@@ -168,8 +169,7 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, name: str | None = None, 
         paths = build_graphs(model, draft, scratch, upsample)
         report = check_parity(model, paths, data.native, data.large)
         resources = measure_resources(model, paths, DOWNSAMPLE)  # raises ParityError if tiles are not exact
-        measured = evaluate_model(model, load_split(ckpt["config"]["dataset"], "test", data_dir)[0]) if builtin \
-            else evaluate_images(model, data.test())
+        measured = evaluate_set(model, data.split.test, data.split.test_indices, model.cfg.in_channels or 1)
         metrics = {"dataset": data.dataset, "split": "test", **measured}
         recon, _ = reconstruct(model, data.native[:64])
         save_reconstruction_grid(data.native[:64], recon, scratch / GRID_PREVIEW)

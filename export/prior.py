@@ -1,4 +1,4 @@
-"""A trained prior (python -m training.prior) -> prior.onnx in a model directory, behind a parity gate.
+"""A trained prior (python -m training.train_prior) -> prior.onnx in a model directory, behind a parity gate.
 
     python -m export.prior runs/prior-mnist/ckpt.pt models/mnist
 
@@ -27,13 +27,13 @@ import torch
 
 from contract import ContractError
 from contract.manifest import MANIFEST_NAME, PRIOR_GRAPH, Manifest, PriorSpec, load_manifest, sha256_of
-from contract.prior import CHUNK_GRIDS, PriorCoder, PriorShape, probabilities, session_step, walk
+from contract.prior_coding import CHUNK_GRIDS, PriorCoder, PriorShape, probabilities, session_step, walk
 from contract.streams import Header, Kind
+from datasources.errors import DataError
 from export.graphs import write_metadata
 from export.parity import ParityError
 from export.prior_graph import export_prior_graph
 from training.checkpoint import CheckpointError, load_checkpoint
-from training.data import DataError
 from training.prior_data import CodeSet, prior_data
 from training.prior_model import CodePrior, PriorConfig
 
@@ -43,7 +43,7 @@ PRIOR_FILE = "prior.onnx"
 
 def load_prior(ckpt: dict[str, Any]) -> CodePrior:
     if ckpt.get("kind") != "prior":
-        raise CheckpointError("not a prior checkpoint (made by python -m training.prior)")
+        raise CheckpointError("not a prior checkpoint (made by python -m training.train_prior)")
     cfg = PriorConfig(**ckpt["config"]["model"])
     if cfg.arch != "transformer":  # the gated PixelCNN is trained for comparison only (docs/training.md)
         raise CheckpointError(f"only the transformer prior exports to ONNX, not {cfg.arch!r}")

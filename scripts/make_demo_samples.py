@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from training.data import load_split
+from datasources.idx_files import load_split
 
 OUT = Path(__file__).resolve().parents[1] / "service" / "static" / "demo"
 

@@ -19,9 +19,10 @@ from service.config import get_settings
 
 
 def log_config(level: str) -> dict[str, Any]:
-    """uvicorn's logging config plus our `service` logger on the same handler."""
+    """uvicorn's logging config plus our `service` and `runtime` loggers on the same handler."""
     config: dict[str, Any] = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
-    config["loggers"]["service"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    for logger in ("service", "runtime"):
+        config["loggers"][logger] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
     return config
 
 

@@ -13,8 +13,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# models/ beside the service package: the repository checkout, and /app/models in the container.
-SHIPPED_MODELS = Path(__file__).resolve().parent.parent / "models"
+# models/ beside the packages: the repository checkout, and /app/models in the container.
+from runtime.model_runtime import SHIPPED_MODELS
 
 
 class Settings(BaseSettings):

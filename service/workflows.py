@@ -22,22 +22,21 @@ from dataclasses import dataclass
 import numpy as np
 
 from contract.manifest import Manifest
-from service.config import Settings
-from service.errors import ImageTooLarge
-from service.inference.registry import ServedModel
-from service.inference.tiling import Tile, TileTooSmall, plan_tiles
-from service.inference.working_set import decode_request_bytes, encode_request_bytes
-from service.inputs.bodies import ImageUpload
-from service.inputs.images import (
+from runtime.errors import ImageTooLarge
+from runtime.images import (
+    ImageUpload,
     Resize,
     check_image_size,
-    decode_uploads,
     encode_size,
-    pngs_of_pixels,
     read_header,
     to_model_input,
     to_uint8,
 )
+from runtime.memory_estimates import decode_request_bytes, encode_request_bytes
+from runtime.tiling import Tile, TileTooSmall, plan_tiles
+from service.config import Settings
+from service.inference.registry import ServedModel
+from service.offload import decode_uploads, pngs_of_pixels
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import os
+import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from training.data import load_split
+from datasources.idx_files import load_split
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,3 +46,48 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def mnist_test(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     return load_split("mnist", "test", data_dir)
+
+
+# -- image sets of our own: a folder and tar shards -------------------------------------------
+
+
+def photo_like(rng: np.random.Generator, height: int, width: int, grey: bool = False) -> np.ndarray:
+    """Smooth random images (low-frequency noise upscaled): something a codec can learn a little of."""
+    small = rng.integers(0, 256, (max(2, height // 8), max(2, width // 8), 1 if grey else 3), dtype=np.uint8)
+    image = Image.fromarray(small[..., 0] if grey else small).resize((width, height), Image.Resampling.BICUBIC)
+    return np.asarray(image)
+
+
+@pytest.fixture(scope="session")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """RGB and grey files in six formats, mixed sizes, two class sub-folders, one corrupt file."""
+    root = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    formats = [("png", "PNG"), ("jpg", "JPEG"), ("webp", "WEBP"), ("bmp", "BMP"), ("tif", "TIFF"), ("gif", "GIF")]
+    for i in range(60):
+        sub = root / ("cats" if i % 3 == 0 else "dogs" if i % 3 == 1 else "")
+        sub.mkdir(exist_ok=True)
+        extension, fmt = formats[i % len(formats)]
+        height, width = (48, 40) if i % 2 else (36, 52)  # odd sizes: not all multiples of 4
+        Image.fromarray(photo_like(rng, height, width, grey=i % 5 == 0)).save(sub / f"img{i:03d}.{extension}",
+                                                                             format=fmt)
+    (root / "dogs" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)  # a header and nothing
+    return root
+
+
+@pytest.fixture(scope="session")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two webdataset shards: <key>.jpg + <key>.cls, some JPEGs grey."""
+    root = tmp_path_factory.mktemp("shards")
+    rng = np.random.default_rng(1)
+    for shard in range(2):
+        with tarfile.open(root / f"train-{shard:04d}.tar.gz", "w:gz") as tar:
+            for i in range(40):
+                buffer = io.BytesIO()
+                Image.fromarray(photo_like(rng, 32, 32, grey=i % 4 == 0)).save(buffer, format="JPEG", quality=90)
+                members = ((f"s{shard}_{i}.jpg", buffer.getvalue()), (f"s{shard}_{i}.cls", str(i % 7).encode()))
+                for name, data in members:
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    return root

@@ -24,12 +24,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from contract import ContractError
-from service.errors import ServiceError
-from service.inference.resources import usable_cpus
-from tokenizer.job import Inputs, Job, ShardEncoder, encode_shard_in_worker, shard_count, start_worker
+from datasources.dataset import open_dataset
+from datasources.errors import DatasetError
+from runtime.errors import CodecError
+from runtime.host_limits import usable_cpus
+from tokenizer.job import Job, ShardEncoder, encode_shard_in_worker, shard_count, start_worker
 from tokenizer.shards import ShardRecord, complete_record, write_manifest
-from training.data import DataError
-from training.sources import SourceError
 
 
 def pending_shards(job: Job, total: int) -> list[int]:
@@ -49,7 +49,7 @@ def run_local(job: Job, todo: list[int], workers: int) -> Iterable[ShardRecord]:
 
 def run(job: Job, engine: str, workers: int, ray_address: str | None, progress: bool) -> dict[str, object]:
     job.out_dir.mkdir(parents=True, exist_ok=True)
-    total = len(Inputs(job.source, job.data_dir))
+    total = len(open_dataset(job.source, job.data_dir))
     todo = pending_shards(job, total)
     done_rows = total - sum(min(job.shard_size, total - i * job.shard_size) for i in todo)
     bar = tqdm(total=total, initial=done_rows, unit="img", disable=not progress, dynamic_ncols=True)
@@ -67,7 +67,7 @@ def run(job: Job, engine: str, workers: int, ray_address: str | None, progress: 
     final = [complete_record(job.out_dir, i) for i in range(shard_count(total, job.shard_size))]
     missing = [i for i, r in enumerate(final) if r is None]
     if missing:
-        raise SourceError(f"shards {missing[:5]} are not complete; run the job again to finish them")
+        raise DatasetError(f"shards {missing[:5]} are not complete; run the job again to finish them")
     return write_manifest(job.out_dir, job.describe(), [r for r in final if r is not None])
 
 
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     job = Job(args.source, args.model, args.out, args.data_dir, args.shard_size, args.batch)
     try:
         manifest = run(job, args.engine, args.workers, args.ray_address, args.progress == "on")
-    except (SourceError, DataError, ContractError, ServiceError) as exc:
+    except (DatasetError, ContractError, CodecError) as exc:
         print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 1
     print(f"{manifest['rows']} images in {len(manifest['shards'])} shard(s) -> {args.out} "  # type: ignore[arg-type]

@@ -18,8 +18,8 @@ import numpy as np
 
 from contract import ContractError
 from contract.manifest import GRAPHS, load_manifest
-from service.inference.runtime import load_model
-from service.inputs.images import encode_png, to_uint8
+from runtime.images import encode_png, to_uint8
+from runtime.model_runtime import load_model
 from tokenizer.shards import Row, read_rows
 
 ROOT = Path(__file__).resolve().parents[1]

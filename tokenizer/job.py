@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from contract.manifest import GRAPHS, load_manifest
-from service.inference.runtime import ModelRuntime, load_model
-from service.inference.tiling import plan_tiles
-from service.inference.working_set import GraphCosts
+from datasources.dataset import open_dataset
+from datasources.errors import UnreadableImage
+from runtime.memory_estimates import GraphCosts
+from runtime.model_runtime import ModelRuntime, load_model
+from runtime.tiling import plan_tiles
 from tokenizer.shards import Failure, Row, ShardRecord, write_shard
-from training.data import DATASETS, load_split
-from training.sources import ImageSource, UnreadableImage, open_source
 
 RUN_BYTES = 256 << 20  # one onnxruntime run's working memory at most (the manifest's bytes per pixel)
 
@@ -45,38 +45,6 @@ class Job:
                 "codebook_size": manifest.codebook_size, "source": self.source, "shard_size": self.shard_size}
 
 
-class Inputs:
-    """The job's images by index: a built-in set (`mnist`, or `mnist:test`) or an ImageSource."""
-
-    def __init__(self, spec: str, data_dir: str | None) -> None:
-        name, _, split = spec.partition(":")
-        self.source: ImageSource | None = None
-        if name in DATASETS:
-            splits = [split] if split else ["train", "test"]
-            parts = [(s, *load_split(name, s, data_dir)) for s in splits]
-            self.images = np.concatenate([images for _, images, _ in parts])  # (N, 28, 28)
-            self.labels = np.concatenate([labels for _, _, labels in parts])
-            self.keys = [f"{s}/{i:05d}" for s, images, _ in parts for i in range(len(images))]
-        else:
-            self.source = open_source(spec)
-            self.keys = [s.key for s in self.source.samples]
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def label(self, index: int) -> int | None:
-        if self.source is None:
-            return int(self.labels[index])
-        return self.source.samples[index].label
-
-    def pixels(self, index: int, channels: int) -> np.ndarray:
-        """uint8 (H, W, C); UnreadableImage when it does not decode."""
-        if self.source is None:
-            grey = self.images[index][:, :, None]
-            return grey if channels == 1 else np.repeat(grey, channels, axis=2)
-        return self.source.decode(index, channels)
-
-
 def shard_count(total: int, shard_size: int) -> int:
     return max(1, math.ceil(total / shard_size))
 
@@ -86,7 +54,7 @@ class ShardEncoder:
 
     def __init__(self, job: Job, threads: int) -> None:
         self.job = job
-        self.inputs = Inputs(job.source, job.data_dir)
+        self.inputs = open_dataset(job.source, job.data_dir)
         self.runtime: ModelRuntime = load_model(job.model_dir, "cpu", threads, warmup_runs=1, max_batch=job.batch)
         m = self.runtime.manifest
         self.costs = GraphCosts.of(m)
@@ -106,7 +74,7 @@ class ShardEncoder:
         failed: list[tuple[int, Failure]] = []
         for group in self._runs(indices, failed):
             for i, codes in zip(group.indices, self._encode(group.pixels), strict=True):  # codes (h, w)
-                rows[i] = Row(self.inputs.keys[i], self.inputs.label(i), codes.shape[0], codes.shape[1],
+                rows[i] = Row(self.inputs.key(i), self.inputs.label(i), codes.shape[0], codes.shape[1],
                               codes.reshape(-1).tolist())
         return rows, failed
 
@@ -116,13 +84,13 @@ class ShardEncoder:
         current: _Run | None = None
         for i in indices:
             try:
-                pixels = self.inputs.pixels(i, m.input.channels)
+                pixels = self.inputs.decode(i, m.input.channels)
             except UnreadableImage as exc:
-                failed.append((i, Failure(self.inputs.keys[i], f"unreadable: {exc}")))
+                failed.append((i, Failure(self.inputs.key(i), f"unreadable: {exc}")))
                 continue
             height, width = pixels.shape[:2]
             if height % m.downsample or width % m.downsample:
-                failed.append((i, Failure(self.inputs.keys[i], f"size {height}×{width}: the model takes sides "
+                failed.append((i, Failure(self.inputs.key(i), f"size {height}×{width}: the model takes sides "
                                                                f"that are multiples of {m.downsample}")))
                 continue
             if current is not None and not current.takes(pixels, self.job.batch, self.run_pixels):

@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from datasources.dataset import Dataset
+from datasources.errors import DatasetError
 from training.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
-from training.data import DATASETS, DataError, load_split
-from training.loader import fit_to_grid, holdout, source_eval_images
 from training.metrics import QualityTally, code_statistics, image_quality, to_uint8
 from training.model import DOWNSAMPLE, VQVAE
-from training.sources import SourceError, open_source
+from training.run_data import eval_images, evaluation_set, run_split
 
 
 @torch.no_grad()
@@ -76,6 +76,15 @@ def evaluate_images(model: VQVAE, images: Iterable[np.ndarray]) -> dict[str, Any
     return tally.result()
 
 
+def evaluate_set(model: VQVAE, dataset: Dataset, indices: np.ndarray, channels: int) -> dict[str, Any]:
+    """The metrics of `dataset`'s images at `indices`: a set held in memory in one piece (the MSE one
+    sum over the whole set), one decoded file by file a chunk at a time (the same figures up to the
+    last bits of the float sums)."""
+    if dataset.arrays is not None:
+        return evaluate_model(model, dataset.arrays[0][indices])
+    return evaluate_images(model, eval_images(dataset, indices, channels, DOWNSAMPLE))
+
+
 def save_reconstruction_grid(originals_u8: np.ndarray, recon: np.ndarray, path: Path, columns: int = 16) -> None:
     """PNG of rows of originals each directly above its row of reconstructions, 2 px gutters; grey
     (N, H, W) or colour (N, H, W, 3)."""
@@ -109,30 +118,20 @@ def grid_images(images: Iterable[np.ndarray], count: int = 32) -> np.ndarray:
 
 def evaluation_images(config: dict[str, Any], dataset: str | None, data_dir: str | None,
                       channels: int) -> Iterator[np.ndarray]:
-    """The test images of a run (see the module docstring), as (H, W, C) uint8."""
-    if dataset is None and config["dataset"] in DATASETS:
-        dataset = config["dataset"]
-    if dataset in DATASETS:
-        yield from load_split(dataset, "test", data_dir)[0][..., None]
-        return
+    """The test images of a run (see the module docstring), or of `dataset`, as (H, W, C) uint8."""
     if dataset is not None:
-        source = open_source(dataset)
-        yield from source_eval_images(source, np.arange(len(source)), channels, DOWNSAMPLE, None)
-        return
-    source = open_source(config.get("val_dataset") or config["dataset"])
-    if config.get("val_dataset"):
-        indices = np.arange(len(source))
-    else:
-        indices = holdout(len(source), config["val_fraction"], config["val_limit"], config["seed"])[1]
-    yield from (fit_to_grid(image, DOWNSAMPLE) for image in source_eval_images(source, indices, channels,
-                                                                                 DOWNSAMPLE, None))
+        test = evaluation_set(dataset, data_dir)
+        return eval_images(test, np.arange(len(test)), channels, DOWNSAMPLE)
+    split = run_split(config, data_dir)
+    return eval_images(split.test, split.test_indices, channels, DOWNSAMPLE)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint")
-    parser.add_argument("--dataset", help="a built-in name, folder or shards (default: the run's test set)")
+    parser.add_argument("--dataset", help="a built-in name (its test split), folder or shards (default: the run's "
+                                          "test set)")
     parser.add_argument("--data-dir", help="for built-in sets: default $VQVAE_DATA_DIR or the user cache dir")
     parser.add_argument("--out", type=Path, help="write the metrics JSON here (also printed)")
     parser.add_argument("--grid", type=Path, help="write a reconstruction grid PNG here")
@@ -147,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.grid:
             originals = grid_images(evaluation_images(ckpt["config"], args.dataset, args.data_dir, channels))
             save_reconstruction_grid(originals, reconstruct(model, originals)[0], args.grid)
-    except (CheckpointError, DataError, SourceError) as exc:
+    except (CheckpointError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     text = json.dumps(metrics, indent=2)

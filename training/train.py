@@ -26,18 +26,17 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from datasources.errors import DatasetError
+from training.batches import DataSpec, TrainingData, training_data
 from training.checkpoint import CheckpointError, load_checkpoint, model_config_from, save_checkpoint
 from training.cli import parse_config, run_and_report
-from training.data import DATASETS, DataError
 from training.evaluate import evaluate_images, grid_images, reconstruct, save_reconstruction_grid
-from training.loader import SourceSpec, TrainingData, builtin_data, source_data
 from training.model import DOWNSAMPLE, VQVAE, ModelConfig
-from training.sources import SourceError
 
 
 @dataclass
 class TrainConfig:
-    dataset: str = "mnist"  # a built-in set (mnist, fashion-mnist), a folder of images, tar shards (glob, {a..b})
+    dataset: str = "mnist"  # any datasources spelling: mnist, fashion-mnist, a folder, tar shards (glob, {a..b})
     data_dir: str | None = None  # for built-in sets: default $VQVAE_DATA_DIR or the user cache dir
     val_dataset: str | None = None  # folder or shards to evaluate on; default: a held-out part of the training set
     val_fraction: float = 0.05  # held out of a folder or shard source when there is no val_dataset ...
@@ -249,13 +248,10 @@ def evaluate_and_log(cfg: TrainConfig, model: VQVAE, data: TrainingData, step: i
     return metrics
 
 
-def training_data(cfg: TrainConfig, rt: Runtime) -> TrainingData:
-    if cfg.dataset in DATASETS:
-        return builtin_data(cfg.dataset, cfg.data_dir, cfg.model.in_channels, cfg.batch_size, cfg.seed, rt.rank,
-                            rt.world)
-    spec = SourceSpec(cfg.dataset, cfg.val_dataset, cfg.val_fraction, cfg.val_limit, cfg.model.in_channels,
-                      cfg.crop, cfg.flip, cfg.workers, cfg.batch_size // rt.world * rt.world, cfg.seed)
-    return source_data(spec, rt.rank, rt.world, DOWNSAMPLE, pin=rt.device.type == "cuda")
+def data_of(cfg: TrainConfig, rt: Runtime) -> TrainingData:
+    spec = DataSpec(cfg.dataset, cfg.val_dataset, cfg.val_fraction, cfg.val_limit, cfg.data_dir, cfg.model.in_channels,
+                    cfg.crop, cfg.flip, cfg.workers, cfg.batch_size // rt.world * rt.world, cfg.seed)
+    return training_data(spec, rt.rank, rt.world, DOWNSAMPLE, pin=rt.device.type == "cuda")
 
 
 class SkippedImages:
@@ -307,8 +303,8 @@ def main(cfg: TrainConfig) -> TrainResult:
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data = training_data(cfg, rt)
-    cfg = replace(cfg, crop=None if cfg.dataset in DATASETS else data.size,
+    data = data_of(cfg, rt)
+    cfg = replace(cfg, crop=data.crop,
                   model=replace(cfg.model, in_channels=data.channels))  # what the data decided, recorded
 
     model = VQVAE(cfg.model).to(rt.device, memory_format=torch.channels_last)
@@ -342,7 +338,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    return run_and_report(lambda: main(parse_args(argv)).metrics, (DataError, CheckpointError, SourceError, ValueError))
+    return run_and_report(lambda: main(parse_args(argv)).metrics, (DatasetError, CheckpointError, ValueError))
 
 
 if __name__ == "__main__":

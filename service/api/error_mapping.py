@@ -18,26 +18,28 @@ from starlette.requests import ClientDisconnect
 from contract import ContractError
 from contract.manifest import IntegrityError, ManifestError
 from contract.streams import InvalidStream
-from service.errors import (
+from runtime.errors import (
     BadRequest,
-    BodyTimeout,
-    DeadlineExceeded,
-    HeadersTooLarge,
+    CodecError,
     InvalidCodes,
     ModelLoadError,
     ModelNotFound,
+    PayloadTooLarge,
+    UnknownClass,
+    UnsupportedSize,
+)
+from service.errors import (
+    BodyTimeout,
+    DeadlineExceeded,
+    HeadersTooLarge,
     ModelNotReady,
     Overloaded,
-    PayloadTooLarge,
-    ServiceError,
-    UnknownClass,
     UnsupportedMediaType,
-    UnsupportedSize,
 )
 
 log = logging.getLogger("service")
 
-# The most specific class in an error's MRO decides; ServiceError/ContractError are the fallbacks.
+# The most specific class in an error's MRO decides; CodecError/ContractError are the fallbacks.
 HTTP_STATUS: dict[type[Exception], int] = {
     BadRequest: 400,
     ModelNotFound: 404,
@@ -55,7 +57,7 @@ HTTP_STATUS: dict[type[Exception], int] = {
     ManifestError: 503,
     IntegrityError: 503,
     DeadlineExceeded: 504,
-    ServiceError: 500,
+    CodecError: 500,
     ContractError: 500,
 }
 HTTP_HEADERS: dict[type[Exception], dict[str, str]] = {
@@ -65,11 +67,11 @@ HTTP_HEADERS: dict[type[Exception], dict[str, str]] = {
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 503: "unavailable"}
 
 
-def status_of(exc: ServiceError | ContractError) -> int:
+def status_of(exc: CodecError | ContractError) -> int:
     return next(HTTP_STATUS[cls] for cls in type(exc).__mro__ if cls in HTTP_STATUS)
 
 
-def headers_of(exc: ServiceError | ContractError) -> dict[str, str] | None:
+def headers_of(exc: CodecError | ContractError) -> dict[str, str] | None:
     return next((HTTP_HEADERS[cls] for cls in type(exc).__mro__ if cls in HTTP_HEADERS), None)
 
 
@@ -86,14 +88,14 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def domain_error_response(exc: ServiceError | ContractError, path: str = "") -> JSONResponse:
+def domain_error_response(exc: CodecError | ContractError, path: str = "") -> JSONResponse:
     return error_response(status_of(exc), exc.code, exc.message, headers_of(exc), path)
 
 
 def response_for(exc: Exception, method: str, path: str) -> JSONResponse:
     """The one mapping of any failure to its response, for the handlers below and for the codec fast
     path (routes served without FastAPI's routing): domain errors, a departed client, the rest 500."""
-    if isinstance(exc, ServiceError | ContractError):
+    if isinstance(exc, CodecError | ContractError):
         return domain_error_response(exc, path)
     if isinstance(exc, HTTPException):
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
@@ -111,9 +113,9 @@ def response_for(exc: Exception, method: str, path: str) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ServiceError)
+    @app.exception_handler(CodecError)
     @app.exception_handler(ContractError)
-    async def on_domain_error(request: Request, exc: ServiceError | ContractError) -> JSONResponse:
+    async def on_domain_error(request: Request, exc: CodecError | ContractError) -> JSONResponse:
         return response_for(exc, request.method, request.url.path)
 
     @app.exception_handler(HTTPException)

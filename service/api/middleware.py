@@ -16,8 +16,9 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from runtime.errors import PayloadTooLarge
 from service.api.error_mapping import error_response
-from service.errors import HeadersTooLarge, PayloadTooLarge
+from service.errors import HeadersTooLarge
 from service.telemetry import IN_FLIGHT, LATENCY, REQUESTS
 
 

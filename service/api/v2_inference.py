@@ -13,12 +13,13 @@ from typing import Any, Literal
 import numpy as np
 from starlette.requests import Request
 
+from runtime.errors import ModelNotFound, TooManyImages
+from runtime.images import ImageUpload
 from service.api.request_scope import for_client
 from service.config import Settings
-from service.errors import ModelNotFound, ModelNotReady, TooManyImages
+from service.errors import ModelNotReady
 from service.inference.admission import Reservation
 from service.inference.registry import ModelRegistry, ServedModel
-from service.inputs.bodies import ImageUpload
 from service.inputs.grids import check_grid_size
 from service.inputs.v2_tensors import InferRequest, InvalidTensor, OutputTensor, Tensor
 from service.workflows import (

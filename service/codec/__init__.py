@@ -1,1 +1,1 @@
-"""The offline codec CLI: `python -m service.codec compress|decompress|inspect` (see __main__)."""
+"""`python -m service.codec`: the old name of the offline codec CLI, now the top-level `codec` package."""

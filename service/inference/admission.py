@@ -22,9 +22,9 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
+from runtime.host_limits import release_freed_memory
+from runtime.memory_estimates import mib
 from service.errors import Overloaded, OverMemoryBudget
-from service.inference.resources import release_freed_memory
-from service.inference.working_set import mib
 from service.telemetry import ADMISSION_REJECTED, MEMORY_REFUSED, MEMORY_RESERVED
 
 

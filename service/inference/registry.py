@@ -26,13 +26,14 @@ import numpy as np
 
 from contract import ContractError
 from contract.manifest import Manifest
+from runtime.errors import CodecError, ModelNotFound
+from runtime.host_limits import process_rss, release_freed_memory, threads_per_worker, worker_memory_share
+from runtime.memory_estimates import GraphCosts
+from runtime.model_runtime import ModelRuntime, load_model
 from service.config import Settings
-from service.errors import ModelNotFound, ModelNotReady, ServiceError
+from service.errors import ModelNotReady
 from service.inference.admission import MemoryBudget
 from service.inference.batching import BatchPolicy, MicroBatcher, PixelsOf, RunFn, padded, spatial_pixels
-from service.inference.resources import process_rss, release_freed_memory, threads_per_worker, worker_memory_share
-from service.inference.runtime import ModelRuntime, load_model
-from service.inference.working_set import GraphCosts
 from service.telemetry import MEMORY_BUDGET, BatchMetrics, model_ready
 
 log = logging.getLogger("service.models")
@@ -141,7 +142,7 @@ class ModelRegistry:
         try:
             return load_model(Path(self.settings.models_dir) / name, self.settings.providers,
                               self.threads_per_session, self.settings.warmup_runs, self.settings.batch_max)
-        except (ServiceError, ContractError) as exc:  # a model that fails any check is not served
+        except (CodecError, ContractError) as exc:  # a model that fails any check is not served
             # The checks name the model ("mnist: model.json ..."); the status is already keyed by it.
             reason = exc.message.removeprefix(f"{name}: ")
             log.error("model %s not served: %s", name, reason)

@@ -10,36 +10,19 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
-from PIL import Image
 from starlette.requests import Request
 
-from service.errors import (
-    BadRequest,
-    EmptyBody,
-    InvalidBase64,
-    InvalidJSON,
-    MissingImages,
-    TooManyImages,
-    UnsupportedMediaType,
-)
+from runtime.errors import BadRequest, TooManyImages
+from runtime.images import ImageUpload
+from service.errors import EmptyBody, InvalidBase64, InvalidJSON, MissingImages, UnsupportedMediaType
 from service.inputs.multipart_parser import multipart_files
 
 RAW_IMAGE_TYPES = ("image/png", "image/jpeg", "image/bmp", "image/x-ms-bmp", "image/gif", "image/webp", "image/tiff")
 ACCEPTED_ENCODE_TYPES = "multipart/form-data (field 'images'), application/json {\"images\": [base64]}, or " + \
     ", ".join(RAW_IMAGE_TYPES)
 MAX_JSON_DEPTH = 4  # {"codes": [[[int]]]} is the deepest valid body
-
-
-@dataclass
-class ImageUpload:
-    label: str  # how the error messages name it: "images[2] (cat.png)"
-    data: bytes
-    # The file as opened for its header (nothing decoded yet), kept so that decoding does not parse
-    # the header again; taken (set back to None) by the decode.
-    opened: Image.Image | None = field(default=None, compare=False, repr=False)
 
 
 def media_type(request: Request) -> str:

@@ -10,20 +10,21 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from contract.entropy_model import EntropyModel
 from contract.manifest import Manifest
-from contract.prior import CHUNK_GRIDS, PriorCoder
+from contract.prior_coding import CHUNK_GRIDS, PriorCoder
 from contract.streams import Header, Kind, MissingCoder, decode_stream, parse_header, unseal
+from runtime.errors import BadRequest, ImageTooLarge, InvalidCodes, TooManyImages, UnsupportedSize
+from runtime.memory_estimates import stream_decode_bytes
 from service.config import Settings
-from service.errors import BadRequest, ImageTooLarge, InvalidCodes, TooManyImages, UnsupportedMediaType, UnsupportedSize
-from service.inference.working_set import stream_decode_bytes
+from service.errors import UnsupportedMediaType
 from service.inputs.bodies import media_type, parse_json
+from service.offload import off_loop
 
 
 def check_grid_size(m: Manifest, height: int, width: int, max_pixels: int) -> None:
@@ -79,7 +80,6 @@ def parse_code_grids(payload: Any, codebook_size: int, max_images: int) -> tuple
 
 
 Reserve = Callable[[int, str], Awaitable[None]]  # (bytes, what) -> held, or 413/429
-T = TypeVar("T")
 
 
 def _check_stream_header(header: Header, m: Manifest, settings: Settings) -> None:
@@ -109,12 +109,6 @@ class GridBody:
             return self.parsed
         assert self.stream is not None
         return await off_loop(self.stream, heavy=self.heavy or self.size > INLINE_BODY_BYTES)
-
-
-async def off_loop(work: Callable[[], T], heavy: bool) -> T:
-    """Run `work` on the event loop when light (a thread hop costs more), else in the thread pool,
-    so that probes and other requests are served meanwhile."""
-    return await run_in_threadpool(work) if heavy else work()
 
 
 async def _stream_body(body: bytes, m: Manifest, entropy: EntropyModel | None, prior: PriorCoder | None,

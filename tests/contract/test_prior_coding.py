@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from contract.prior import CHUNK_GRIDS, ID_BYTES, PriorCoder, WalkStopped, sample
+from contract.prior_coding import CHUNK_GRIDS, ID_BYTES, PriorCoder, WalkStopped, sample
 from contract.streams import Header, InvalidStream, Kind, decode_stream, encode_stream
-from service.inference.runtime import ModelRuntime, load_model
+from runtime.model_runtime import ModelRuntime, load_model
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -16,10 +16,10 @@ from contract.manifest import load_manifest, sha256_of
 from export import prior as prior_export
 from export.parity import ParityError
 from export.prior import export_prior, main
-from service.inference.runtime import load_model
+from runtime.model_runtime import load_model
 from training.checkpoint import CheckpointError
-from training.prior import main as train_prior
-from training.prior import parse_args
+from training.train_prior import main as train_prior
+from training.train_prior import parse_args
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,11 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from datasources.idx_files import load_split
 from harness.server import SHIPPED_MODELS, ServerProcess
 from tokenizer.__main__ import main as tokenize
 from tokenizer.detokenize import main as detokenize
 from tokenizer.shards import SCHEMA
-from training.data import load_split
 
 MNIST = SHIPPED_MODELS / "mnist"
 

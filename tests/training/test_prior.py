@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from training.pixelcnn import GatedPixelCNN
-from training.prior import cli, main, parse_args
 from training.prior_model import CodePrior, PriorConfig
+from training.train_prior import cli, main, parse_args
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = PriorConfig(codebook_size=16, positions=12, classes=3, width=32, layers=2, heads=2, dropout=0.0)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from training.batches import BatchOrder
 from training.checkpoint import load_checkpoint, model_from_checkpoint
-from training.loader import BatchOrder
 from training.model import ModelConfig
 from training.train import TrainConfig, cli, learning_rate, main, parse_args
 

@@ -17,8 +17,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from contract.manifest import Manifest
-from contract.prior import CHUNK_GRIDS
+from contract.prior_coding import CHUNK_GRIDS
 from contract.streams import Kind, encode_stream
+from runtime.images import Resize
+from runtime.memory_estimates import body_bytes
+from runtime.prior_sampler import require_prior
 from service.api.deps import CodecTarget, DefaultTargetDep, NamedTargetDep
 from service.api.openapi import (
     DECODE_BODY,
@@ -30,11 +33,9 @@ from service.api.openapi import (
 )
 from service.api.request_scope import body_deadline, for_client, prefers_png
 from service.config import Settings
-from service.inference.prior import require_prior
-from service.inference.working_set import body_bytes
 from service.inputs.bodies import media_type, read_images
-from service.inputs.grids import off_loop, read_grids
-from service.inputs.images import Resize
+from service.inputs.grids import read_grids
+from service.offload import off_loop
 from service.workflows import plan_decode, plan_encode, run_decode, run_encode, upload_loader
 
 router = APIRouter(tags=["codec"])

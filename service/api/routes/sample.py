@@ -15,13 +15,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from contract.prior import CHUNK_GRIDS
+from contract.prior_coding import CHUNK_GRIDS
+from runtime.errors import TooManyImages
+from runtime.prior_sampler import require_prior
 from service.api.deps import NamedTargetDep
 from service.api.openapi import ERROR_RESPONSES, SampleRequest, SampleResponse
 from service.api.request_scope import for_client, prefers_png
-from service.errors import TooManyImages
-from service.inference.prior import require_prior
-from service.inputs.grids import off_loop
+from service.offload import off_loop
 from service.workflows import plan_decode, run_decode
 
 router = APIRouter(tags=["codec"])

@@ -14,14 +14,14 @@ import numpy as np
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
 
+from runtime.memory_estimates import JSON_PARSE_BYTES_PER_BODY_BYTE
 from service.api.deps import RegistryDep
 from service.api.openapi import V2_INFER_BODY, V2_RESPONSES
 from service.api.request_scope import body_deadline
 from service.api.v2_inference import V2_EXTENSIONS, V2Target, model_metadata, resolve, run_v2_decode, run_v2_encode
 from service.inference.registry import ModelRegistry
-from service.inference.working_set import JSON_PARSE_BYTES_PER_BODY_BYTE
-from service.inputs.grids import off_loop
 from service.inputs.v2_tensors import HEADER_LENGTH, InferRequest, decompressed, infer_response, parse_infer_request
+from service.offload import off_loop
 
 router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
 ModelName = Annotated[str, Path(description="`{name}-encode` or `{name}-decode`, e.g. mnist-encode")]

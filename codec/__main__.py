@@ -18,7 +18,7 @@ from pathlib import Path
 from codec.folders import compress, decompress, inspect
 from contract import ContractError
 from contract.formats import STREAM_FORMATS, output_format
-from runtime.errors import CodecError
+from runtime import CodecError
 from runtime.model_runtime import SHIPPED_MODELS
 
 

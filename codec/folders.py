@@ -17,7 +17,7 @@ from contract.formats import STREAM_FORMAT_NAMES, OutputFormat
 from contract.manifest import MANIFEST_NAME
 from contract.prior_coding import PriorCoder
 from contract.streams import decode_stream, encode_stream, parse_header, unseal
-from runtime.errors import CodecError, ModelNotFound
+from runtime import CodecError, ModelNotFound
 from runtime.images import (
     ImageUpload,
     Resize,

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from datasources.errors import DataError, UnreadableImage
+from datasources import DataError, UnreadableImage
 from datasources.idx_files import BUILTIN_CLASS_NAMES, DATASETS, SPLIT_PREFIX, load_split
 from datasources.image_files import ImageSource, open_source
 
@@ -164,8 +164,8 @@ class SourceDataset(Dataset):
 
 def builtin_name(spec: str) -> str | None:
     """The built-in set a spec names ("mnist", "mnist:test"), or None for a path or pattern."""
-    name, _, split = spec.partition(SPLIT_SEPARATOR)
-    return name if name in DATASETS and (not split or split in SPLIT_PREFIX) else None
+    name, separator, split = spec.partition(SPLIT_SEPARATOR)
+    return name if name in DATASETS and (not separator or split in SPLIT_PREFIX) else None
 
 
 def open_dataset(spec: str, data_dir: str | os.PathLike[str] | None = None) -> Dataset:

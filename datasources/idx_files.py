@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datasources.errors import DataError
+from datasources import DataError
 
 IMAGE_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
 LABEL_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from datasources.errors import SourceError, UnreadableImage
+from datasources import SourceError, UnreadableImage
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")

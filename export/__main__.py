@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from contract import ContractError
-from datasources.errors import DataError
+from datasources import DataError
 from export.parity import ParityError
 from export.pipeline import export_checkpoint
 from training.checkpoint import CheckpointError

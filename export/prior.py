@@ -29,7 +29,7 @@ from contract import ContractError
 from contract.manifest import MANIFEST_NAME, PRIOR_GRAPH, Manifest, PriorSpec, load_manifest, sha256_of
 from contract.prior_coding import CHUNK_GRIDS, PriorCoder, PriorShape, probabilities, session_step, walk
 from contract.streams import Header, Kind
-from datasources.errors import DataError
+from datasources import DataError
 from export.graphs import write_metadata
 from export.parity import ParityError
 from export.prior_graph import export_prior_graph

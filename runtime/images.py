@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from contract.manifest import Manifest
-from runtime.errors import ImageTooLarge, UndecodableImage, UnsupportedSize
+from runtime import ImageTooLarge, UndecodableImage, UnsupportedSize
 
 SUPPORTED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")

@@ -18,7 +18,7 @@ import onnxruntime as ort
 
 from contract.entropy_model import EntropyModel
 from contract.manifest import GRAPH_IO, GRAPHS, METADATA_PREFIX, Manifest, load_manifest, verify_files
-from runtime.errors import ModelLoadError, ProviderError
+from runtime import ModelLoadError, ProviderError
 from runtime.host_limits import release_freed_memory
 from runtime.prior_sampler import PRIOR_THREADS, PriorRuntime, load_prior
 

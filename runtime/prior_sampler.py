@@ -18,7 +18,7 @@ import onnxruntime as ort
 from contract.manifest import PRIOR_GRAPH, Manifest, PriorSpec, prior_io
 from contract.prior_coding import PriorCoder, PriorShape, Step, sample, session_step
 from contract.streams import MissingCoder
-from runtime.errors import ModelLoadError, NoPrior, UnknownClass, UnsupportedSize
+from runtime import ModelLoadError, NoPrior, UnknownClass, UnsupportedSize
 
 # One thread on the CPU provider, whatever the other graphs use: prior streams decode only where the
 # probabilities come out to the same bits, so the service, the codec CLI and the exporter all run

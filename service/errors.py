@@ -1,11 +1,11 @@
 """The service's own domain errors: what only a server has (bodies, admission, deadlines), free of
-HTTP. The errors of running models on inputs live in runtime/errors.py; the HTTP edge
+HTTP. The errors of running models on inputs live in the runtime package (runtime/__init__.py); the HTTP edge
 (service/api/error_mapping.py) maps both, and the contract package's errors, in one table.
 """
 
 from __future__ import annotations
 
-from runtime.errors import BadRequest, CodecError, PayloadTooLarge
+from runtime import BadRequest, CodecError, PayloadTooLarge
 
 
 class EmptyBody(BadRequest):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from contract.manifest import Manifest
-from runtime.errors import ImageTooLarge
+from runtime import ImageTooLarge
 from runtime.images import (
     ImageUpload,
     Resize,

@@ -48,6 +48,12 @@ def mnist_test(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     return load_split("mnist", "test", data_dir)
 
 
+@pytest.fixture(scope="session")
+def digits(mnist_test: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """The first 64 real MNIST test digits, uint8 (64, 28, 28)."""
+    return mnist_test[0][:64]
+
+
 # -- image sets of our own: a folder and tar shards -------------------------------------------
 
 

@@ -24,9 +24,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from contract import ContractError
+from datasources import DatasetError
 from datasources.dataset import open_dataset
-from datasources.errors import DatasetError
-from runtime.errors import CodecError
+from runtime import CodecError
 from runtime.host_limits import usable_cpus
 from tokenizer.job import Job, ShardEncoder, encode_shard_in_worker, shard_count, start_worker
 from tokenizer.shards import ShardRecord, complete_record, write_manifest

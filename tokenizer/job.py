@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from contract.manifest import GRAPHS, load_manifest
+from datasources import UnreadableImage
 from datasources.dataset import open_dataset
-from datasources.errors import UnreadableImage
 from runtime.memory_estimates import GraphCosts
 from runtime.model_runtime import ModelRuntime, load_model
 from runtime.tiling import plan_tiles

@@ -27,8 +27,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Sampler
 from torch.utils.data import Dataset as TorchDataset
 
+from datasources import SourceError, UnreadableImage
 from datasources.dataset import Dataset
-from datasources.errors import SourceError, UnreadableImage
 from training.run_data import RunSplit, eval_images, run_split
 
 Batch = tuple[torch.Tensor, list[str]]  # uint8 (B, C, H, W), and the samples that did not decode

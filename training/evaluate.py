@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from datasources import DatasetError
 from datasources.dataset import Dataset
-from datasources.errors import DatasetError
 from training.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from training.metrics import QualityTally, code_statistics, image_quality, to_uint8
 from training.model import DOWNSAMPLE, VQVAE

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from datasources import SourceError, UnreadableImage
 from datasources.dataset import Dataset, open_dataset, training_parts
-from datasources.errors import SourceError, UnreadableImage
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from datasources.errors import DatasetError
+from datasources import DatasetError
 from training.batches import DataSpec, TrainingData, training_data
 from training.checkpoint import CheckpointError, load_checkpoint, model_config_from, save_checkpoint
 from training.cli import parse_config, run_and_report

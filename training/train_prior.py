@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from contract.manifest import sha256_of
-from datasources.errors import DataError, SourceError
+from datasources import DataError, SourceError
 from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from training.cli import parse_config, run_and_report
 from training.pixelcnn import GatedPixelCNN

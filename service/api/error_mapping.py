@@ -18,7 +18,7 @@ from starlette.requests import ClientDisconnect
 from contract import ContractError
 from contract.manifest import IntegrityError, ManifestError
 from contract.streams import InvalidStream
-from runtime.errors import (
+from runtime import (
     BadRequest,
     CodecError,
     InvalidCodes,

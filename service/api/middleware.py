@@ -16,7 +16,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from runtime.errors import PayloadTooLarge
+from runtime import PayloadTooLarge
 from service.api.error_mapping import error_response
 from service.errors import HeadersTooLarge
 from service.telemetry import IN_FLIGHT, LATENCY, REQUESTS

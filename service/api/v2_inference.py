@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 from starlette.requests import Request
 
-from runtime.errors import ModelNotFound, TooManyImages
+from runtime import ModelNotFound, TooManyImages
 from runtime.images import ImageUpload
 from service.api.request_scope import for_client
 from service.config import Settings

@@ -26,7 +26,7 @@ import numpy as np
 
 from contract import ContractError
 from contract.manifest import Manifest
-from runtime.errors import CodecError, ModelNotFound
+from runtime import CodecError, ModelNotFound
 from runtime.host_limits import process_rss, release_freed_memory, threads_per_worker, worker_memory_share
 from runtime.memory_estimates import GraphCosts
 from runtime.model_runtime import ModelRuntime, load_model

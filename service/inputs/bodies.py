@@ -14,7 +14,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from runtime.errors import BadRequest, TooManyImages
+from runtime import BadRequest, TooManyImages
 from runtime.images import ImageUpload
 from service.errors import EmptyBody, InvalidBase64, InvalidJSON, MissingImages, UnsupportedMediaType
 from service.inputs.multipart_parser import multipart_files

@@ -19,7 +19,7 @@ from contract.entropy_model import EntropyModel
 from contract.manifest import Manifest
 from contract.prior_coding import CHUNK_GRIDS, PriorCoder
 from contract.streams import Header, Kind, MissingCoder, decode_stream, parse_header, unseal
-from runtime.errors import BadRequest, ImageTooLarge, InvalidCodes, TooManyImages, UnsupportedSize
+from runtime import BadRequest, ImageTooLarge, InvalidCodes, TooManyImages, UnsupportedSize
 from runtime.memory_estimates import stream_decode_bytes
 from service.config import Settings
 from service.errors import UnsupportedMediaType

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from runtime.errors import BadRequest, TooManyImages
+from runtime import BadRequest, TooManyImages
 
 MAX_FIELDS = 64  # parts that are not files: a form's extra fields, bounded
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import BadRequest, PayloadTooLarge
+from runtime import BadRequest, PayloadTooLarge
 
 NUMERIC: dict[str, np.dtype[Any]] = {"UINT8": np.dtype("<u1"), "INT32": np.dtype("<i4"), "INT64": np.dtype("<i8")}
 RANGES = {"UINT8": (0, 255), "INT32": (-(2**31), 2**31 - 1), "INT64": (-(2**63), 2**63 - 1)}

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datasources.errors import DataError
+from datasources import DataError
 from datasources.idx_files import DATASETS, download, load_split, main, md5_of
 
 
@@ -75,7 +75,7 @@ def test_corrupt_gzip_is_a_data_error(data_dir: Path, tmp_path: Path) -> None:
 
 
 def test_missing_files_say_how_to_download(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"not found.*python -m training\.data download --dataset fashion-mnist"):
+    with pytest.raises(DataError, match=r"not found.*python -m datasources download --dataset fashion-mnist"):
         load_split("fashion-mnist", "test", tmp_path)
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from datasources import SourceError
 from datasources.dataset import open_dataset
-from datasources.errors import SourceError
 from datasources.image_files import expand, open_source
 
 

@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 
 from contract.manifest import GridSpec
-from runtime.errors import ModelLoadError
+from runtime import ModelLoadError
 from runtime.model_runtime import (
     CPU,
     CUDA,

@@ -82,9 +82,3 @@ def image_bytes(pixels: np.ndarray | Image.Image, fmt: str, **save: object) -> b
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **save)
     return buffer.getvalue()
-
-
-@pytest.fixture(scope="session")
-def digits(mnist_test: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """The first 64 real MNIST test digits, uint8 (64, 28, 28)."""
-    return mnist_test[0][:64]

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from contract.prior_coding import CHUNK_GRIDS
-from runtime.errors import TooManyImages
+from runtime import TooManyImages
 from runtime.prior_sampler import require_prior
 from service.api.deps import NamedTargetDep
 from service.api.openapi import ERROR_RESPONSES, SampleRequest, SampleResponse

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.errors import BadRequest, InvalidCodes, TooManyImages
+from runtime import BadRequest, InvalidCodes, TooManyImages
 from service.inputs.bodies import parse_json
 from service.inputs.grids import parse_code_grids
 

@@ -103,7 +103,7 @@ class ResourceSpec(_Strict):
 
 class PriorSpec(FileSpec):
     """prior.onnx (export/prior_graph.py): an autoregressive model of the code grids, for sampling and
-    for streams coded with its conditionals (contract/prior.py). Optional: a model without one
+    for streams coded with its conditionals (contract/prior_coding.py). Optional: a model without one
     serves everything else."""
 
     layers: int = Field(ge=1, le=64)

@@ -14,7 +14,7 @@ Layout (integers big-endian; "varint" is LEB128):
     count    varint   number of grids
     payload           packed: count·h·w indices of ceil(log2 K) bits, row-major, zero-padded to a byte
                       entropy: range-coded indices (see entropy_model.py), as little-endian 32-bit words
-                      prior: the prior's id, a CRC32 of the codes, range-coded words (see prior.py)
+                      prior: the prior's id, a CRC32 of the codes, range-coded words (see prior_coding.py)
     crc32    4 bytes  of everything above, so truncation and corruption never decode silently
 
 A stream is only decoded by the model that made it (name, version and K must match).
@@ -43,7 +43,7 @@ MAX_GRIDS = 1 << 20
 
 
 class InvalidStream(ContractError):
-    """A packed or entropy-coded stream that is malformed, truncated, corrupt or from another model."""
+    """A code stream that is malformed, truncated, corrupt or from another model."""
 
     code = "invalid_stream"
 
@@ -81,7 +81,7 @@ class Header:
 
 
 class PayloadCoder(Protocol):
-    """A probability model with a range coder: the entropy model, or the prior (contract/prior.py)."""
+    """A probability model with a range coder: the entropy model, or the prior (contract/prior_coding.py)."""
 
     def encode(self, codes: np.ndarray) -> bytes: ...
 
@@ -124,8 +124,8 @@ def parse_header(data: bytes) -> tuple[Header, int]:
     """-> the header and the offset where the payload starts; InvalidStream (422) when malformed."""
     r = _Reader(data)
     if r.take(2, "magic") != MAGIC:
-        raise InvalidStream("not a code stream: bad magic (expected a stream made by /encode?format=packed|entropy"
-                            "|prior)")
+        raise InvalidStream("not a code stream: bad magic (expected a stream made by /encode with a binary "
+                            "?format=)")
     version, kind = r.take(1, "version")[0], r.take(1, "kind")[0]
     if version != FORMAT_VERSION:
         raise InvalidStream(f"stream format version {version} is not supported (this server reads {FORMAT_VERSION})")

@@ -6,7 +6,7 @@ The prior must model the codes of the very VQ-VAE the directory ships (its check
 compared). The step graph (export/prior_graph.py) is exported into a scratch file, checked by
 onnx.checker, and run by onnxruntime through real test grids position by position; its
 probabilities must equal PyTorch's full forward within PROBABILITY_TOLERANCE, and the test set
-coded with it (contract/prior.py) must decode to itself. Only then are prior.onnx and model.json
+coded with it (contract/prior_coding.py) must decode to itself. Only then are prior.onnx and model.json
 (with the prior's entry and sha256) replaced, the manifest last.
 """
 
@@ -135,7 +135,7 @@ def export_prior(checkpoint: Path, model_dir: Path, data_dir: str | None = None,
         write_metadata(scratch, {**manifest.metadata(PRIOR_GRAPH), "vqvae.prior_classes": str(shape.classes)})
         onnx.checker.check_model(str(scratch), full_check=True)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = 1  # as the service and the codec CLI run it (service/inference/prior.py)
+        options.intra_op_num_threads = 1  # as the service and the codec CLI run it (runtime/prior_sampler.py)
         session = ort.InferenceSession(str(scratch), options, providers=["CPUExecutionProvider"])
         parity = check_parity(prior, session, shape, test, min(parity_grids, len(test.codes)))
         spec = PriorSpec(path=PRIOR_FILE, sha256=sha256_of(scratch), layers=shape.layers, heads=shape.heads,

@@ -2,7 +2,7 @@
 
 Loaded with the same checks as the other graphs (sha256 via verify_files, metadata equal to the
 manifest's, the contract's tensor names) and warmed up by drawing one grid. The arithmetic on top
-of the graph (walking the positions, sampling, range coding) is contract/prior.py's, shared with
+of the graph (walking the positions, sampling, range coding) is contract/prior_coding.py's, shared with
 the exporter and the offline codec CLI.
 """
 

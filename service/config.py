@@ -51,6 +51,8 @@ class Settings(BaseSettings):
                                  "and other requests in progress may still join it (a lone request never waits)")
     batch_inline_max: int = Field(2, ge=0, le=1024,
                                   description="runs of at most this many items execute on the event loop, not a thread")
+    fast_path: Literal["on", "off"] = Field("on", description="serve the codec routes straight from ASGI "
+                                            "(api/fast_path.py); off: through FastAPI's router (same answers)")
     queue_max_items: int = Field(4096, ge=1, description="items queued per model and graph before 429")
     request_timeout_s: float = Field(10.0, gt=0, description="deadline for a request's processing (504 after)")
     timeout_s_per_mpx: float = Field(2.0, ge=0, description="added to the deadline per megapixel of the request's "

@@ -20,7 +20,7 @@ from starlette.middleware.cors import CORSMiddleware
 from service.api.error_mapping import install_error_handlers
 from service.api.fast_path import CodecFastPath
 from service.api.middleware import ApiKeyAuth, BodySizeLimit, HeaderSizeLimit, RequestMetrics, exempt_prefixes
-from service.api.routes import encode_decode, model_info, probes, prometheus, sample, v2
+from service.api.routes import codec, model_info, probes, prometheus, sample, v2
 from service.api.routes.demo import install_demo
 from service.api.sigterm import install_sigterm_drain
 from service.config import Settings, get_settings
@@ -86,13 +86,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.admission = AdmissionGate(settings.max_in_flight)
     install_error_handlers(app)
     install_docs(app)
-    for router in (probes.router, model_info.router, encode_decode.router, sample.router, prometheus.router, v2.router):
+    for router in (probes.router, model_info.router, codec.router, sample.router, prometheus.router, v2.router):
         app.include_router(router)
     if settings.demo == "on":
         install_demo(app)
     # Last added runs first: metrics, header limit, CORS (preflights carry no credentials), auth, body limit,
     # then the codec routes' fast path (api/fast_path.py), then FastAPI's own layers and router.
-    app.add_middleware(CodecFastPath)
+    if settings.fast_path == "on":
+        app.add_middleware(CodecFastPath)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if settings.api_key is not None:
         app.add_middleware(ApiKeyAuth, key=settings.api_key.get_secret_value(),

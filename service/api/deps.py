@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+from starlette.datastructures import State
 
 from service.config import Settings
 from service.inference.admission import AdmissionGate, MemoryBudget
@@ -44,19 +45,19 @@ class CodecTarget:
     memory: MemoryBudget
 
 
-# One dependency per codec route and none beneath it: FastAPI's cost per dependency (~15 µs here)
-# is paid on every /encode and /decode.
-async def default_target(request: Request) -> CodecTarget:
-    state = request.app.state
-    registry = state.registry
-    return CodecTarget(registry.get(state.settings.default_model), state.settings, state.admission, registry.memory)
+def codec_target(state: State, name: str | None) -> CodecTarget:
+    """The model a codec request addresses (None: the default model); 404 unknown, 503 not ready.
+    Shared by FastAPI's routes and the fast path (api/fast_path.py)."""
+    registry: ModelRegistry = state.registry
+    settings: Settings = state.settings
+    model = registry.get(name if name is not None else settings.default_model)
+    return CodecTarget(model, settings, state.admission, registry.memory)
 
 
+# One dependency per route and none beneath it: FastAPI's cost per dependency (~15 µs here) is
+# paid on every request.
 async def named_target(request: Request, name: ModelName) -> CodecTarget:
-    state = request.app.state
-    registry = state.registry
-    return CodecTarget(registry.get(name), state.settings, state.admission, registry.memory)
+    return codec_target(request.app.state, name)
 
 
-DefaultTargetDep = Annotated[CodecTarget, Depends(default_target)]
 NamedTargetDep = Annotated[CodecTarget, Depends(named_target)]

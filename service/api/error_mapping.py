@@ -16,12 +16,14 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from contract import ContractError
+from contract.formats import UnknownFormat
 from contract.manifest import IntegrityError, ManifestError
 from contract.streams import InvalidStream
 from runtime import (
     BadRequest,
     CodecError,
     InvalidCodes,
+    InvalidParameter,
     ModelLoadError,
     ModelNotFound,
     PayloadTooLarge,
@@ -49,8 +51,10 @@ HTTP_STATUS: dict[type[Exception], int] = {
     HeadersTooLarge: 431,
     UnsupportedSize: 422,
     InvalidCodes: 422,
+    InvalidParameter: 422,
     UnknownClass: 422,
     InvalidStream: 422,
+    UnknownFormat: 422,
     Overloaded: 429,
     ModelNotReady: 503,
     ModelLoadError: 503,

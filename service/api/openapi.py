@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from contract.formats import STREAM_FORMAT_NAMES
 from service.inputs.bodies import RAW_IMAGE_TYPES
+from service.inputs.sample_body import SampleRequest
 
 
 class ErrorDetail(BaseModel):
@@ -31,18 +33,6 @@ class DecodeResponse(BaseModel):
     model: str
     version: str
     images: list[str] = Field(description="base64 PNG per grid, in input order")
-
-
-class SampleRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)  # "5" is not a count, true is not a class
-
-    count: int = Field(1, ge=1, description="grids to draw (at most VQVAE_MAX_IMAGES)")
-    label: int | str | None = Field(None, alias="class",
-                                    description="class index or name (GET /v1/models/{name}: prior.class_names); "
-                                                "omit for no class")
-    temperature: float = Field(1.0, ge=0, le=10, description="softmax temperature; 0 takes the likeliest code")
-    seed: int | None = Field(None, ge=0, lt=1 << 63, description="the same seed draws the same grids; "
-                                                               "omitted: a random one, returned in the response")
 
 
 class SampleResponse(BaseModel):
@@ -167,13 +157,22 @@ DECODE_BODY: dict[str, Any] = {
 }
 ENCODE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"application/octet-stream": {"schema": _binary}},
-          "description": "JSON codes; a binary stream with ?format=packed or ?format=entropy"},
+          "description": "JSON codes; a binary stream with "
+                         + " or ".join(f"?format={name}" for name in STREAM_FORMAT_NAMES)},
     **ERROR_RESPONSES,
 }
 DECODE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/png": {"schema": _binary}},
           "description": "JSON with base64 PNGs; the PNG itself for one grid sent with `Accept: image/png`"},
     **ERROR_RESPONSES,
+}
+
+
+SAMPLE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": False,
+        "content": {"application/json": {"schema": SampleRequest.model_json_schema(by_alias=True)}},
+    }
 }
 
 

@@ -1,28 +1,97 @@
-"""A codec request's lifetime at the HTTP edge: the body deadline (408), the inference deadline
-(504), cancellation when the client leaves, and content negotiation for one PNG."""
+"""A codec request's lifetime: its place at the admission gate, its memory reservation, its deadlines
+(the body's: 408; the work's: 504) and cancellation when the client leaves. One scope per request,
+opened by the route and handed to the parse and run steps, whatever the protocol (HTTP routes, v2).
+
+    async with admitted(target, reading_bytes, client_gone=http_client_gone(request)) as scope:
+        async with scope.reading():                          # 408 after VQVAE_BODY_TIMEOUT_S
+            body = await request.body()
+        await scope.reserve(plan.working_bytes, plan.what)   # 413 / 429 (service/inference/admission.py)
+        result = await scope.within(work, plan.deadline_s(settings), watch=True)   # 504; cancelled if the client leaves
+        scope.stop                                           # set when the request ends: walks in threads stop
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
 from starlette.requests import ClientDisconnect, Request
 
+from runtime.memory_estimates import body_bytes
+from service.api.deps import CodecTarget
+from service.config import Settings
 from service.errors import BodyTimeout, DeadlineExceeded
+from service.inference.admission import Reservation
+from service.inputs.bodies import media_type
 
 T = TypeVar("T")
+ClientGone = Callable[[], Awaitable[None]]  # returns when the client has gone
 
 
-async def _client_gone(request: Request) -> None:
-    """Returns when the client disconnects (the body has been read; only disconnect messages remain)."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
+def reading_bytes(request: Request, settings: Settings) -> int:
+    """What reading and parsing the body holds, from its declared length (the body-size middleware
+    holds the client to it), else the body limit."""
+    declared = request.headers.get("content-length", "")
+    size = min(int(declared), settings.max_body_bytes) if declared.isdigit() else settings.max_body_bytes
+    return body_bytes(media_type(request), size)
+
+
+def http_client_gone(request: Request) -> ClientGone:
+    """For an HTTP request whose body has been read: only disconnect messages remain to receive."""
+    async def gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    return gone
+
+
+class RequestScope:
+    def __init__(self, settings: Settings, reservation: Reservation, client_gone: ClientGone | None) -> None:
+        self.settings, self.reservation, self.client_gone = settings, reservation, client_gone
+        self.stop = threading.Event()  # set when the request ends: work left behind in threads stops
+
+    async def reserve(self, nbytes: int, what: str) -> None:
+        """Hold at least `nbytes` of the memory budget (413 when it can never fit, 429 when busy)."""
+        await self.reservation.grow_to(nbytes, what)
+
+    async def reserve_more(self, extra: int, what: str) -> None:
+        """Hold `extra` bytes beyond what is held now."""
+        await self.reservation.grow_to(self.reservation.held + extra, what)
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[None]:
+        """Reading (and parsing) the body within VQVAE_BODY_TIMEOUT_S, else 408: a slow upload must
+        not hold one of the admission gate's places for ever."""
+        seconds = self.settings.body_timeout_s
+        try:
+            async with asyncio.timeout(seconds):
+                yield
+        except TimeoutError:
+            raise BodyTimeout(f"the request body did not arrive within {seconds:g} s") from None
+
+    async def within(self, work: Awaitable[T], seconds: float, watch: bool = True) -> T:
+        """Await `work` within the deadline (504 after it). If the client leaves first, the work is
+        cancelled, so its queued inference is skipped rather than run for nobody. `watch=False` for
+        work too small to be worth two more tasks (a digit's encode takes less than their bookkeeping)."""
+        if not watch or self.client_gone is None:
+            return await _within(work, seconds)
+        task = asyncio.ensure_future(work)
+        watcher = asyncio.ensure_future(self.client_gone())
+        watcher.add_done_callback(lambda _: task.cancel())  # fires on disconnect (and harmlessly on cleanup)
+        try:
+            return await _within(task, seconds)
+        except asyncio.CancelledError:
+            if watcher.done() and not watcher.cancelled():
+                raise ClientDisconnect() from None
+            raise
+        finally:
+            watcher.cancel()
 
 
 async def _within(work: Awaitable[T], seconds: float) -> T:
-    """Await `work`; DeadlineExceeded (504) when it takes longer than `seconds`."""
     try:
         async with asyncio.timeout(seconds):
             return await work
@@ -31,34 +100,18 @@ async def _within(work: Awaitable[T], seconds: float) -> T:
                                "retry later or send fewer images per request") from None
 
 
-async def for_client(request: Request, work: Awaitable[T], seconds: float, watch: bool = True) -> T:
-    """Await `work` within the deadline (504 after it). If the client disconnects first, the work is
-    cancelled, so its queued inference is skipped rather than run for nobody. `watch=False` for work
-    too small to be worth two more tasks (a digit's encode takes less than their bookkeeping)."""
-    if not watch:
-        return await _within(work, seconds)
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_client_gone(request))
-    watcher.add_done_callback(lambda _: task.cancel())  # fires on disconnect (and harmlessly on cleanup)
-    try:
-        return await _within(task, seconds)
-    except asyncio.CancelledError:
-        if watcher.done() and not watcher.cancelled():
-            raise ClientDisconnect() from None
-        raise
-    finally:
-        watcher.cancel()
-
-
 @asynccontextmanager
-async def body_deadline(seconds: float) -> AsyncIterator[None]:
-    """Reading (and parsing) the body within `seconds`, else 408: a slow upload must not hold one of
-    the admission gate's places for ever."""
-    try:
-        async with asyncio.timeout(seconds):
-            yield
-    except TimeoutError:
-        raise BodyTimeout(f"the request body did not arrive within {seconds:g} s") from None
+async def admitted(target: CodecTarget, reading_bytes: int,
+                   client_gone: ClientGone | None = None) -> AsyncIterator[RequestScope]:
+    """A place at the gate (429 at once when none is free, before the body is read) and `reading_bytes`
+    of the memory budget for reading the body; both held until the block ends."""
+    with target.gate.admit():
+        async with target.memory.hold(reading_bytes, "reading the request body") as held:
+            scope = RequestScope(target.settings, held, client_gone)
+            try:
+                yield scope
+            finally:
+                scope.stop.set()
 
 
 def prefers_png(accept: str) -> bool:

@@ -59,7 +59,7 @@ class _Waiter:
 class MemoryBudget:
     """The bytes of request working sets a worker may hold at once, shared by its requests.
 
-    A request reserves what it will need (working_set.py estimates it before decoding anything)
+    A request reserves what it will need (runtime/memory_estimates.py estimates it before decoding anything)
     and may grow its reservation once it knows more. One that could never fit gets 413 naming the
     budget and its need; one that fits but not now waits, in order, up to `wait_s`, then gets 429.
     Nothing is ever oversubscribed.

@@ -54,10 +54,10 @@ class ServedModel:
     decoder: MicroBatcher  # codes (N, h, w) -> images (N, C, H, W)
     costs: GraphCosts  # working memory per pixel and tiling halos
     run_pixels: int  # pixels per onnxruntime run: larger batches are split, larger images tiled
+    manifest: Manifest = field(init=False)  # the runtime's, as a plain attribute (read on every request)
 
-    @property
-    def manifest(self) -> Manifest:
-        return self.runtime.manifest
+    def __post_init__(self) -> None:
+        self.manifest = self.runtime.manifest
 
     async def encode(self, images: np.ndarray) -> np.ndarray:
         return await self.encoder.submit(images)

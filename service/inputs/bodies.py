@@ -10,7 +10,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any
+import threading
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
 
 from starlette.requests import Request
 
@@ -23,6 +25,16 @@ RAW_IMAGE_TYPES = ("image/png", "image/jpeg", "image/bmp", "image/x-ms-bmp", "im
 ACCEPTED_ENCODE_TYPES = "multipart/form-data (field 'images'), application/json {\"images\": [base64]}, or " + \
     ", ".join(RAW_IMAGE_TYPES)
 MAX_JSON_DEPTH = 4  # {"codes": [[[int]]]} is the deepest valid body
+
+
+class ReadScope(Protocol):
+    """What reading a body needs from its request's scope (service/api/request_scope.py)."""
+
+    stop: threading.Event
+
+    def reading(self) -> AbstractAsyncContextManager[None]: ...  # the body deadline (408)
+
+    async def reserve(self, nbytes: int, what: str) -> None: ...  # more of the memory budget (413 / 429)
 
 
 def media_type(request: Request) -> str:
@@ -82,8 +94,13 @@ def _json_images(payload: Any, max_images: int) -> list[ImageUpload]:
     return uploads
 
 
-async def read_images(request: Request, max_images: int) -> list[ImageUpload]:
-    """The images of an encode request, in the order sent."""
+async def read_images(request: Request, max_images: int, scope: ReadScope) -> list[ImageUpload]:
+    """The images of an encode request, in the order sent, read within the body deadline."""
+    async with scope.reading():
+        return await _read_images(request, max_images)
+
+
+async def _read_images(request: Request, max_images: int) -> list[ImageUpload]:
     kind = media_type(request)
     if kind == "multipart/form-data":
         return await _multipart_images(request, max_images)

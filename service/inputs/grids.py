@@ -1,14 +1,14 @@
-"""Code grids in: JSON bodies or packed/entropy streams -> int64 (N, h, w), checked against the model.
+"""Code grids in: JSON bodies or code streams -> int64 (N, h, w), checked against the model.
 
 Decode accepts application/json `{"codes": grid | [grid, ...]}` or an application/octet-stream
-stream from /encode?format=packed|entropy|prior. Every malformed grid becomes a domain error naming the
-first offending position.
+stream from /encode?format=... (contract/formats.py). Every malformed grid becomes a domain error
+naming the first offending position.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,14 +16,16 @@ import numpy as np
 from starlette.requests import Request
 
 from contract.entropy_model import EntropyModel
+from contract.formats import STREAM_FORMAT_NAMES
 from contract.manifest import Manifest
 from contract.prior_coding import CHUNK_GRIDS, PriorCoder
 from contract.streams import Header, Kind, MissingCoder, decode_stream, parse_header, unseal
 from runtime import BadRequest, ImageTooLarge, InvalidCodes, TooManyImages, UnsupportedSize
 from runtime.memory_estimates import stream_decode_bytes
+from runtime.model_runtime import ModelRuntime
 from service.config import Settings
 from service.errors import UnsupportedMediaType
-from service.inputs.bodies import media_type, parse_json
+from service.inputs.bodies import ReadScope, media_type, parse_json
 from service.offload import off_loop
 
 
@@ -79,9 +81,6 @@ def parse_code_grids(payload: Any, codebook_size: int, max_images: int) -> tuple
     return np.asarray(grids, dtype=np.int64), single
 
 
-Reserve = Callable[[int, str], Awaitable[None]]  # (bytes, what) -> held, or 413/429
-
-
 def _check_stream_header(header: Header, m: Manifest, settings: Settings) -> None:
     if header.count > settings.max_images:
         raise TooManyImages(f"{header.count} grids in the stream; the limit is {settings.max_images}")
@@ -112,7 +111,7 @@ class GridBody:
 
 
 async def _stream_body(body: bytes, m: Manifest, entropy: EntropyModel | None, prior: PriorCoder | None,
-                       settings: Settings, reserve: Reserve) -> GridBody:
+                       settings: Settings, scope: ReadScope) -> GridBody:
     header, _ = parse_header(unseal(body))
     _check_stream_header(header, m, settings)
     walk = 0
@@ -121,9 +120,9 @@ async def _stream_body(body: bytes, m: Manifest, entropy: EntropyModel | None, p
             raise MissingCoder(f"model {m.name!r} ships no prior to decode this stream with")
         prior.check_grid(header.height, header.width)
         walk = prior.shape.working_bytes(min(header.count, CHUNK_GRIDS))
-    await reserve(len(body) + stream_decode_bytes(header.count, header.height, header.width,
-                                                  header.kind is Kind.ENTROPY, walk),
-                  f"decoding a stream of {header.count} grid(s) of {header.height}×{header.width}")
+    await scope.reserve(len(body) + stream_decode_bytes(header.count, header.height, header.width,
+                                                        header.kind is Kind.ENTROPY, walk),
+                        f"decoding a stream of {header.count} grid(s) of {header.height}×{header.width}")
 
     def decode() -> np.ndarray:
         return decode_stream(body, m, entropy, lambda h: _check_stream_header(h, m, settings), prior)
@@ -134,17 +133,25 @@ async def _stream_body(body: bytes, m: Manifest, entropy: EntropyModel | None, p
                     heavy=heavy)
 
 
-async def read_grids(request: Request, m: Manifest, entropy: EntropyModel | None, settings: Settings,
-                     reserve: Reserve, prior: PriorCoder | None = None) -> GridBody:
-    """The code grids of a decode request (JSON or a packed/entropy stream), checked against the model
-    and its limits. The caller has reserved memory for parsing the body (working_set.body_bytes)."""
-    kind = media_type(request)
+STREAMS = "an application/octet-stream stream from /encode?format=" + "|".join(STREAM_FORMAT_NAMES)
+
+
+async def read_grids(request: Request, model: ModelRuntime, settings: Settings, scope: ReadScope) -> GridBody:
+    """The code grids of a decode request (JSON or a stream), read within the body deadline and
+    checked against the model and its limits. The scope holds memory for reading the body
+    (runtime/memory_estimates.body_bytes); a stream's decoding reserves its own."""
+    async with scope.reading():
+        return await _read_grids(request, model, settings, scope)
+
+
+async def _read_grids(request: Request, model: ModelRuntime, settings: Settings, scope: ReadScope) -> GridBody:
+    m, kind = model.manifest, media_type(request)
     if kind not in ("application/octet-stream", "application/json"):
-        raise UnsupportedMediaType('send application/json {"codes": [[...], ...]} or an application/octet-stream '
-                                   "stream from /encode?format=packed|entropy|prior")
+        raise UnsupportedMediaType(f'send application/json {{"codes": [[...], ...]}} or {STREAMS}')
     body = await request.body()
     if kind == "application/octet-stream":
-        grid_body = await _stream_body(body, m, entropy, prior, settings, reserve)
+        prior = model.prior.coder.bound(scope.stop) if model.prior else None
+        grid_body = await _stream_body(body, m, model.entropy, prior, settings, scope)
     else:
         def parse() -> tuple[np.ndarray, bool]:
             return parse_code_grids(parse_json(body), m.codebook_size, settings.max_images)

@@ -16,12 +16,17 @@ import json
 import math
 import struct
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from starlette.requests import Request
 
 from runtime import BadRequest, PayloadTooLarge
+from runtime.memory_estimates import JSON_PARSE_BYTES_PER_BODY_BYTE
+from service.inputs.bodies import ReadScope
+from service.offload import off_loop
 
 NUMERIC: dict[str, np.dtype[Any]] = {"UINT8": np.dtype("<u1"), "INT32": np.dtype("<i4"), "INT64": np.dtype("<i8")}
 RANGES = {"UINT8": (0, 255), "INT32": (-(2**31), 2**31 - 1), "INT64": (-(2**63), 2**63 - 1)}
@@ -187,8 +192,8 @@ def _binary_of(output: OutputTensor) -> bytes:
     return blob
 
 
-def infer_response(model: str, version: str, request_id: str | None, outputs: list[OutputTensor]) -> tuple[
-        bytes, dict[str, str]]:
+def encode_infer_response(model: str, version: str, request_id: str | None,
+                          outputs: list[OutputTensor]) -> tuple[bytes, dict[str, str]]:
     """(body, headers) of an inference response; binary outputs after the JSON, in output order."""
     described, blobs = [], []
     for output in outputs:
@@ -209,3 +214,23 @@ def infer_response(model: str, version: str, request_id: str | None, outputs: li
         return text, {"content-type": "application/json"}
     return text + b"".join(blobs), {"content-type": "application/octet-stream",
                                     "Inference-Header-Content-Length": str(len(text))}
+
+
+def v2_reading_bytes(headers: Mapping[str, str], max_body_bytes: int) -> int:
+    """Reading and parsing a v2 body: the body (inflated, at most the limit when compressed), and the
+    JSON part's Python objects (all of it, unless the binary extension says how long it is)."""
+    compressed = headers.get("content-encoding", "identity").lower() not in ("", "identity")
+    declared = headers.get("content-length", "")
+    body = max_body_bytes if compressed or not declared.isdigit() else min(max_body_bytes, int(declared))
+    header = headers.get(HEADER_LENGTH, "")
+    json_part = min(body, int(header)) if header.isdigit() else body
+    return body + json_part * JSON_PARSE_BYTES_PER_BODY_BYTE
+
+
+async def read_infer_request(request: Request, max_body_bytes: int, scope: ReadScope) -> InferRequest:
+    """The body of POST .../infer, read within the body deadline, inflated and parsed."""
+    async with scope.reading():
+        body = await request.body()
+    body = decompressed(body, request.headers.get("content-encoding", "").lower(), max_body_bytes)
+    return await off_loop(lambda: parse_infer_request(body, request.headers.get(HEADER_LENGTH)),
+                          heavy=len(body) > 65536)

@@ -1,4 +1,4 @@
-"""contract/prior.py on the shipped MNIST prior (prior.onnx on onnxruntime) and real test digits:
+"""contract/prior_coding.py on the shipped MNIST prior (prior.onnx on onnxruntime) and real test digits:
 prior streams are lossless at every chunk boundary, smaller than the static entropy streams, and
 every altered, cut or foreign payload is refused; sampling is a function of the seed."""
 

@@ -16,7 +16,8 @@ from runtime.images import ImageUpload
 from runtime.tiling import plan_tiles
 from service.config import Settings
 from service.inference.registry import ModelRegistry, ServedModel
-from service.workflows import plan_decode, plan_encode, run_decode, run_encode, upload_loader
+from service.workflows.plan import EncodeQuery, plan_decode, plan_encode
+from service.workflows.run import run_decode, run_encode, upload_loader
 from tests.conftest import shared_data_dir
 
 
@@ -48,7 +49,7 @@ def photo(height: int, width: int) -> bytes:
 
 def encode(model: ServedModel, data: bytes) -> tuple[np.ndarray, bool]:
     uploads = [ImageUpload("photo", data)]
-    plan = plan_encode(model, uploads, None, Settings(), json_output=True)
+    plan = plan_encode(model, uploads, EncodeQuery(), Settings())
     load = upload_loader(model.manifest, uploads, None, plan.size, Settings().max_pixels)
     return asyncio.run(run_encode(model, plan, load)), plan.tiles is not None
 

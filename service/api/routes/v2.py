@@ -1,8 +1,9 @@
 """The Open Inference Protocol (KServe v2, Triton's HTTP API): /v2, health, model metadata, infer.
 
 Every served model appears as two v2 models, `{name}-encode` and `{name}-decode`, versioned by the
-manifest's version. Inference goes through the same admission gate, memory budget, workflows,
-batching queue, deadlines and metrics as /encode and /decode: there is no second inference path.
+manifest's version (api/v2_protocol.py). Inference is parse -> plan -> run -> respond through the
+same request scope (admission gate, memory budget, deadlines), plan and run steps, batching queue
+and metrics as /encode and /decode: there is no second inference path.
 Errors leave as {"error": "<message>"} (error_mapping.py) with the same statuses as elsewhere.
 """
 
@@ -10,18 +11,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
 
-from runtime.memory_estimates import JSON_PARSE_BYTES_PER_BODY_BYTE
-from service.api.deps import RegistryDep
+from service.api.deps import CodecTarget, RegistryDep
 from service.api.openapi import V2_INFER_BODY, V2_RESPONSES
-from service.api.request_scope import body_deadline
-from service.api.v2_inference import V2_EXTENSIONS, V2Target, model_metadata, resolve, run_v2_decode, run_v2_encode
+from service.api.request_scope import admitted, http_client_gone
+from service.api.v2_protocol import V2_EXTENSIONS, infer_response, model_metadata, plan_v2, resolve, run_v2
 from service.inference.registry import ModelRegistry
-from service.inputs.v2_tensors import HEADER_LENGTH, InferRequest, decompressed, infer_response, parse_infer_request
-from service.offload import off_loop
+from service.inputs.v2_tensors import read_infer_request, v2_reading_bytes
 
 router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
 ModelName = Annotated[str, Path(description="`{name}-encode` or `{name}-decode`, e.g. mnist-encode")]
@@ -83,34 +81,14 @@ async def model_version_ready(model_name: ModelName, version: Version, registry:
 async def infer(request: Request, name: str, version: str | None) -> Response:
     state = request.app.state
     settings, registry = state.settings, state.registry
-    target: V2Target = resolve(registry, name, version, need_ready=True)
-    with state.admission.admit():
-        async with registry.memory.hold(reading_bytes(request, settings.max_body_bytes), "reading the request") as held:
-            async with body_deadline(settings.body_timeout_s):
-                body = await request.body()
-            body = decompressed(body, request.headers.get("content-encoding", "").lower(), settings.max_body_bytes)
-            parsed: InferRequest = await off_loop(
-                lambda: parse_infer_request(body, request.headers.get(HEADER_LENGTH)), heavy=len(body) > 65536)
-            run = run_v2_encode if target.operation == "encode" else run_v2_decode
-            outputs = await run(request, target, parsed, settings, held)
-            content, headers = await off_loop(lambda: infer_response(
-                name, target.served.manifest.version, parsed.id, outputs), heavy=_size(outputs) > 65536)
-            return Response(content, headers=headers)
-
-
-def reading_bytes(request: Request, max_body_bytes: int) -> int:
-    """Reading and parsing a v2 body: the body (inflated, at most the limit when compressed), and the
-    JSON part's Python objects (all of it, unless the binary extension says how long it is)."""
-    compressed = request.headers.get("content-encoding", "identity").lower() not in ("", "identity")
-    body = max_body_bytes if compressed else min(max_body_bytes, int(request.headers.get("content-length") or
-                                                                     max_body_bytes))
-    header = request.headers.get(HEADER_LENGTH, "")
-    json_part = min(body, int(header)) if header.isdigit() else body
-    return body + json_part * JSON_PARSE_BYTES_PER_BODY_BYTE
-
-
-def _size(outputs: list[Any]) -> int:
-    return sum(o.data.nbytes if isinstance(o.data, np.ndarray) else sum(map(len, o.data)) for o in outputs)
+    target = resolve(registry, name, version, need_ready=True)  # 404 / 503
+    gate = CodecTarget(target.served, settings, state.admission, registry.memory)
+    async with admitted(gate, v2_reading_bytes(request.headers, settings.max_body_bytes),
+                        http_client_gone(request)) as scope:
+        parsed = await read_infer_request(request, settings.max_body_bytes, scope)  # parse
+        work = plan_v2(target, parsed, settings)  # plan
+        outputs = await run_v2(work, scope, settings)  # run
+        return await infer_response(name, target.served.manifest.version, parsed.id, outputs)  # respond
 
 
 @router.post("/models/{model_name}/infer", summary="Inference", openapi_extra=V2_INFER_BODY,

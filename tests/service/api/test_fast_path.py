@@ -60,3 +60,56 @@ def test_metrics_are_labelled_by_route_template(server: ServerProcess, client: h
         assert after.value("vqvae_requests_total", **labels) == before.value_or(0, "vqvae_requests_total",
                                                                                 **labels) + 1
     assert not after.matching("vqvae_requests_total", route="/v1/models/nope/decode")  # never the raw path
+
+
+# -- the same table of requests through the fast path and through FastAPI's router -------------
+
+
+def _digit() -> bytes:
+    return png_bytes(np.full((28, 28), 9, np.uint8))
+
+
+BOTH_WAYS = [  # (method, path, content, headers): good and bad, every codec route
+    ("POST", "/encode", _digit(), PNG),
+    ("POST", "/encode?format=entropy", _digit(), PNG),
+    ("POST", "/encode?format=packed&resize=native", _digit(), PNG),
+    ("POST", "/encode?format=", _digit(), PNG),
+    ("POST", "/encode?format=bogus&resize=huge", _digit(), PNG),
+    ("POST", "/encode?resize=", _digit(), PNG),
+    ("POST", "/encode?other=ignored", _digit(), PNG),
+    ("POST", "/encode", b"not an image", PNG),
+    ("POST", "/encode", b"{}", {"content-type": "application/json"}),
+    ("POST", "/encode", b"", {"content-type": "text/plain"}),
+    ("POST", "/v1/models/fashion-mnist/encode?format=prior", _digit(), PNG),
+    ("POST", "/v1/models/tiny-imagenet/encode?format=prior", _digit(), PNG),
+    ("POST", "/v1/models/nope/encode", _digit(), PNG),
+    ("POST", "/decode", b'{"codes": [[1, 2], [3, 4]]}', {"content-type": "application/json"}),
+    ("POST", "/decode", b'{"codes": [[1, 2], [3, 999]]}', {"content-type": "application/json"}),
+    ("POST", "/decode", b'{"codes": [[1]]}', {"content-type": "application/json", "accept": "image/png"}),
+    ("POST", "/decode", b"VQ\x01", {"content-type": "application/octet-stream"}),
+    ("POST", "/v1/models/tiny-imagenet/decode", b'{"codes": [[1]]}', {"content-type": "application/json"}),
+    ("POST", "/v1/models/nope/decode", b'{"codes": [[1]]}', {"content-type": "application/json"}),
+    ("GET", "/encode", b"", {}),
+]
+
+
+def test_a_table_of_requests_gets_the_same_answers_with_and_without_the_fast_path(start_server) -> None:  # type: ignore[no-untyped-def]
+    servers = [start_server(fast_path=mode) for mode in ("on", "off")]
+    answers = []
+    for server in servers:
+        server.wait("/readyz")
+        with server.client() as client:
+            before = Scrape.of(server.url)
+            replies = [client.request(method, path, content=content, headers=headers)
+                       for method, path, content, headers in BOTH_WAYS]
+            after = Scrape.of(server.url)
+        counted = {(s.labels["route"], s.labels["method"], s.labels["status"]): s.value - before.value_or(
+                       0, "vqvae_requests_total", **s.labels)
+                   for s in after.matching("vqvae_requests_total")}
+        answers.append(([(r.status_code, r.headers.get("content-type"), r.content) for r in replies],
+                        {key: n for key, n in counted.items() if n and key[0] != "/metrics"}))
+    (fast, fast_metrics), (routed, routed_metrics) = answers
+    for request, one, other in zip(BOTH_WAYS, fast, routed, strict=True):
+        assert one == other, request[:2]
+    assert fast_metrics == routed_metrics
+    assert {status for status, _, _ in fast} >= {200, 400, 404, 405, 415, 422}

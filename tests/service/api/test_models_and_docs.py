@@ -42,3 +42,19 @@ def test_openapi_describes_every_endpoint(client: httpx.Client) -> None:
     encode_body = schema["paths"]["/encode"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "application/json", "image/png"} <= set(encode_body)
     assert "413" in schema["paths"]["/encode"]["post"]["responses"]
+
+
+def test_openapi_lists_every_output_format_the_server_accepts(client: httpx.Client) -> None:
+    """The formats come from one table (contract/formats.py); the schema must offer exactly those,
+    and each of them must really be accepted (a real request per format)."""
+    from contract.formats import FORMATS
+
+    schema = client.get("/openapi.json").json()
+    for path in ("/encode", "/v1/models/{name}/encode"):
+        params = {p["name"]: p for p in schema["paths"][path]["post"]["parameters"]}
+        assert params["format"]["schema"]["enum"] == [f.name for f in FORMATS]
+        assert all(f"`{f.name}`" in params["format"]["description"] for f in FORMATS)
+    digit = client.post("/decode", json={"codes": [[1] * 7] * 7}, headers={"accept": "image/png"}).content
+    for fmt in FORMATS:
+        response = client.post(f"/encode?format={fmt.name}", content=digit, headers={"content-type": "image/png"})
+        assert response.status_code == 200 and response.headers["content-type"] == fmt.media_type, fmt.name

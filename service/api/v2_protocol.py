@@ -1,5 +1,6 @@
-"""The v2 view of the served models: `{name}-encode` and `{name}-decode`, their metadata, and their
-inference as tensors in and out of the same workflows /encode and /decode use.
+"""The Open Inference Protocol's view of the served models, whatever carries it (HTTP here): the
+models `{name}-encode` and `{name}-decode`, their metadata, and their inference as tensors in and
+out of the same plan and run steps /encode and /decode use.
 
     {name}-encode   images BYTES [-1] (encoded files) or pixels UINT8 [-1, H, W, C]  ->  codes INT64 [-1, h, w]
     {name}-decode   codes INT64 (or INT32) [-1, h, w]  ->  pixels UINT8 [-1, H, W, C], images BYTES [-1] (PNG)
@@ -11,26 +12,18 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from starlette.requests import Request
+from starlette.responses import Response
 
 from runtime import ModelNotFound, TooManyImages
 from runtime.images import ImageUpload
-from service.api.request_scope import for_client
 from service.config import Settings
 from service.errors import ModelNotReady
-from service.inference.admission import Reservation
 from service.inference.registry import ModelRegistry, ServedModel
 from service.inputs.grids import check_grid_size
-from service.inputs.v2_tensors import InferRequest, InvalidTensor, OutputTensor, Tensor
-from service.workflows import (
-    array_loader,
-    plan_decode,
-    plan_encode,
-    plan_encode_pixels,
-    run_decode,
-    run_encode,
-    upload_loader,
-)
+from service.inputs.v2_tensors import InferRequest, InvalidTensor, OutputTensor, Tensor, encode_infer_response
+from service.offload import off_loop
+from service.workflows.plan import EncodeQuery, RunPlan, plan_decode, plan_encode, plan_encode_pixels
+from service.workflows.run import Loader, RunScope, array_loader, run_decode, run_encode, upload_loader
 
 V2_EXTENSIONS = ["binary_tensor_data"]
 Operation = Literal["encode", "decode"]
@@ -92,8 +85,23 @@ def _count(tensor: Tensor, settings: Settings) -> None:
         raise TooManyImages(f"{tensor.shape[0]} items in input {tensor.name!r}; the limit is {settings.max_images}")
 
 
-async def run_v2_encode(request: Request, target: V2Target, parsed: InferRequest, settings: Settings,
-                        held: Reservation) -> list[OutputTensor]:
+@dataclass
+class V2Work:
+    """A planned v2 inference: the tensors checked, the plan made, before any memory is reserved."""
+
+    target: V2Target
+    plan: RunPlan
+    wanted: dict[str, bool]  # output -> binary
+    load: Loader | None = None  # encode: the images, a run at a time
+    grids: np.ndarray | None = None  # decode: int64 (N, h, w)
+
+
+def plan_v2(target: V2Target, parsed: InferRequest, settings: Settings) -> V2Work:
+    """Input names, datatypes, shapes and values checked (400) and the work planned (413/422)."""
+    return (_plan_encode if target.operation == "encode" else _plan_decode)(target, parsed, settings)
+
+
+def _plan_encode(target: V2Target, parsed: InferRequest, settings: Settings) -> V2Work:
     served, m = target.served, target.served.manifest
     tensor = _only_input(parsed, target.name, {"images": "BYTES [-1]",
                                                 "pixels": f"UINT8 [-1, H, W, {m.input.channels}]"})
@@ -103,22 +111,17 @@ async def run_v2_encode(request: Request, target: V2Target, parsed: InferRequest
             raise InvalidTensor(f"input 'images' must be BYTES [-1], got {tensor.datatype} {list(tensor.shape)}")
         _count(tensor, settings)
         uploads = [ImageUpload(f"images[{i}]", data) for i, data in enumerate(tensor.data)]
-        plan = plan_encode(served, uploads, None, settings, json_output=False)
-        load = upload_loader(m, uploads, None, plan.size, settings.max_pixels)
-    else:
-        if tensor.datatype != "UINT8" or len(tensor.shape) != 4 or tensor.shape[3] != m.input.channels:
-            raise InvalidTensor(f"input 'pixels' must be UINT8 [-1, H, W, {m.input.channels}], got "
-                                f"{tensor.datatype} {list(tensor.shape)}")
-        _count(tensor, settings)
-        plan = plan_encode_pixels(served, tensor.shape, settings)
-        load = array_loader(tensor.data)  # type: ignore[arg-type]
-    await held.grow_to(held.held + plan.working_bytes, plan.what)
-    codes = await for_client(request, run_encode(served, plan, load), plan.deadline_s(settings))  # (N, h, w)
-    return [OutputTensor("codes", "INT64", codes.shape, codes, wanted["codes"])]
+        plan = plan_encode(served, uploads, EncodeQuery(), settings)
+        return V2Work(target, plan, wanted, upload_loader(m, uploads, None, plan.size, settings.max_pixels))
+    if tensor.datatype != "UINT8" or len(tensor.shape) != 4 or tensor.shape[3] != m.input.channels:
+        raise InvalidTensor(f"input 'pixels' must be UINT8 [-1, H, W, {m.input.channels}], got "
+                            f"{tensor.datatype} {list(tensor.shape)}")
+    _count(tensor, settings)
+    plan = plan_encode_pixels(served, tensor.shape, settings)
+    return V2Work(target, plan, wanted, array_loader(tensor.data))  # type: ignore[arg-type]
 
 
-async def run_v2_decode(request: Request, target: V2Target, parsed: InferRequest, settings: Settings,
-                        held: Reservation) -> list[OutputTensor]:
+def _plan_decode(target: V2Target, parsed: InferRequest, settings: Settings) -> V2Work:
     served, m = target.served, target.served.manifest
     tensor = _only_input(parsed, target.name, {"codes": "INT64 [-1, h, w]"})
     if tensor.datatype not in ("INT64", "INT32") or len(tensor.shape) != 3:
@@ -133,9 +136,20 @@ async def run_v2_decode(request: Request, target: V2Target, parsed: InferRequest
     check_grid_size(m, h, w, settings.max_pixels)
     wanted = _outputs(parsed, target.name, ["pixels", "images"])
     plan = plan_decode(served, 0, (n, h, w), png_response=False, pixels_output="pixels" in wanted)
-    await held.grow_to(held.held + plan.working_bytes, plan.what)
-    work = run_decode(served, grids, plan, pngs="images" in wanted, pixels="pixels" in wanted)
-    decoded = await for_client(request, work, plan.deadline_s(settings))
+    return V2Work(target, plan, wanted, grids=grids)
+
+
+async def run_v2(work: V2Work, scope: RunScope, settings: Settings) -> list[OutputTensor]:
+    """The planned work, its memory reserved on top of the parsed request's, within its deadline."""
+    plan, served = work.plan, work.target.served
+    await scope.reserve_more(plan.working_bytes, plan.what)  # the parsed tensors stay held too
+    if work.load is not None:
+        codes = await scope.within(run_encode(served, plan, work.load), plan.deadline_s(settings))  # (N, h, w)
+        return [OutputTensor("codes", "INT64", codes.shape, codes, work.wanted["codes"])]
+    assert work.grids is not None
+    wanted = work.wanted
+    decoded = await scope.within(run_decode(served, work.grids, plan, pngs="images" in wanted,
+                                            pixels="pixels" in wanted), plan.deadline_s(settings))
     outputs = []
     for name in wanted:
         if name == "pixels" and decoded.pixels is not None:
@@ -143,3 +157,14 @@ async def run_v2_decode(request: Request, target: V2Target, parsed: InferRequest
         elif name == "images" and decoded.pngs is not None:
             outputs.append(OutputTensor("images", "BYTES", (len(decoded.pngs),), decoded.pngs, True))  # always binary
     return outputs
+
+
+def _size(outputs: list[OutputTensor]) -> int:
+    return sum(o.data.nbytes if isinstance(o.data, np.ndarray) else sum(map(len, o.data)) for o in outputs)
+
+
+async def infer_response(model: str, version: str, request_id: str | None, outputs: list[OutputTensor]) -> Response:
+    """The response: JSON, or JSON then the binary outputs (Inference-Header-Content-Length)."""
+    content, headers = await off_loop(lambda: encode_infer_response(model, version, request_id, outputs),
+                                      heavy=_size(outputs) > 65536)
+    return Response(content, headers=headers)

@@ -1,0 +1,50 @@
+"""The respond step of every codec route: JSON, one PNG, or a binary stream, from what the run made.
+
+JSON of many codes is written a grid at a time, off the event loop when large: only one grid's
+codes are ever Python objects (codes.tolist() of eight 2000×2000 images would be 2 million).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+from fastapi.responses import JSONResponse, Response
+
+from contract.manifest import Manifest
+from service.offload import off_loop
+from service.workflows.plan import RunPlan, SamplePlan
+from service.workflows.run import INLINE_CODES, Encoded
+
+
+def codes_json(m: Manifest, codes: np.ndarray) -> bytes:
+    """The encode response's JSON, written a grid at a time."""
+    head = json.dumps({"model": m.name, "version": m.version, "codebook_size": m.codebook_size,
+                       "grid": list(codes.shape[1:])}, separators=(",", ":"))
+    grids = ",".join(json.dumps(grid.tolist(), separators=(",", ":")) for grid in codes)
+    return f'{head[:-1]},"codes":[{grids}]}}'.encode()
+
+
+async def encode_response(m: Manifest, plan: RunPlan, encoded: Encoded) -> Response:
+    if encoded.stream is not None:
+        return Response(encoded.stream, media_type=plan.output.media_type)
+    body = await off_loop(lambda: codes_json(m, encoded.codes), encoded.codes.size > INLINE_CODES)
+    return Response(body, media_type="application/json")
+
+
+def base64_pngs(pngs: list[bytes]) -> list[str]:
+    return [base64.b64encode(png).decode("ascii") for png in pngs]
+
+
+def decode_response(m: Manifest, plan: RunPlan, pngs: list[bytes]) -> Response:
+    if plan.png_response:
+        return Response(pngs[0], media_type="image/png")
+    return JSONResponse({"model": m.name, "version": m.version, "images": base64_pngs(pngs)})
+
+
+def sample_response(m: Manifest, plan: SamplePlan, codes: np.ndarray, pngs: list[bytes]) -> Response:
+    if plan.decode.png_response:
+        return Response(pngs[0], media_type="image/png", headers={"X-Seed": str(plan.seed)})
+    return JSONResponse({"model": m.name, "version": m.version, "seed": plan.seed, "codes": codes.tolist(),
+                         "images": base64_pngs(pngs)})

@@ -1,0 +1,42 @@
+"""The body of POST /v1/models/{name}/sample: strict JSON (400 otherwise), then strict fields (422
+naming the field: "5" is not a count, true is not a class), read within the body deadline."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+
+from runtime import InvalidParameter
+from service.errors import UnsupportedMediaType
+from service.inputs.bodies import ReadScope, media_type, parse_json
+
+
+class SampleRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)  # "5" is not a count, true is not a class
+
+    count: int = Field(1, ge=1, description="grids to draw (at most VQVAE_MAX_IMAGES)")
+    label: int | str | None = Field(None, alias="class",
+                                    description="class index or name (GET /v1/models/{name}: prior.class_names); "
+                                                "omit for no class")
+    temperature: float = Field(1.0, ge=0, le=10, description="softmax temperature; 0 takes the likeliest code")
+    seed: int | None = Field(None, ge=0, lt=1 << 63, description="the same seed draws the same grids; "
+                                                               "omitted: a random one, returned in the response")
+
+
+def validated(payload: object) -> SampleRequest:
+    try:
+        return SampleRequest.model_validate(payload)
+    except ValidationError as exc:
+        problems = "; ".join(f"body.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"]
+                             for e in exc.errors()[:3])
+        raise InvalidParameter(problems[:500]) from None
+
+
+async def read_sample_request(request: Request, scope: ReadScope) -> SampleRequest:
+    """An empty body asks for the defaults (one grid, no class)."""
+    kind = media_type(request)
+    if kind not in ("application/json", "") and not kind.endswith("+json"):
+        raise UnsupportedMediaType(f"content type {kind[:80]!r} is not accepted; send application/json")
+    async with scope.reading():
+        body = await request.body()
+    return validated(parse_json(body) if body.strip() else {})

@@ -1,0 +1,158 @@
+"""Plans: what a request's work will be, fixed before any of it is done.
+
+    plan = plan_encode(model, uploads, query, settings)   # image headers only: size, 4xx, runs, bytes
+    plan = plan_decode(model, body_bytes, (n, h, w), png_response)
+    plan = plan_sample(model, request, settings, png_response)
+
+Images are decoded a run at a time; a run holds at most `model.run_pixels` pixels, so batches are
+split by pixels, and an image or grid larger than a run is processed in tiles with the model's
+halo (runtime/tiling.py) and stitched: codes and pixels equal those of one whole run. A model
+whose manifest has no measured halo is never tiled: its large images run whole, and the request
+reserves that run's full working set on top. A stream format the model cannot make (no entropy
+model, no prior, a grid the prior does not model) is refused here, before any work.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, replace
+
+from contract.formats import DEFAULT_FORMAT, OutputFormat
+from contract.prior_coding import CHUNK_GRIDS
+from contract.streams import MissingCoder
+from runtime import ImageTooLarge, TooManyImages
+from runtime.images import ImageUpload, Resize, check_image_size, encode_size, read_header
+from runtime.memory_estimates import decode_request_bytes, encode_request_bytes
+from runtime.prior_sampler import require_prior
+from runtime.tiling import Tile, TileTooSmall, plan_tiles
+from service.config import Settings
+from service.inference.registry import ServedModel
+
+
+@dataclass(frozen=True)
+class EncodeQuery:
+    """What an encode request asks for besides its images (the codec routes' query parameters)."""
+
+    resize: Resize = None
+    format: OutputFormat = DEFAULT_FORMAT
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """How a request's items go through the model: `per_run` whole items at a time, or each item in
+    `tiles`; and what the request will hold at most while doing it."""
+
+    size: tuple[int, int]  # (H, W) of every image
+    count: int  # images
+    per_run: int
+    tiles: list[Tile] | None
+    working_bytes: int
+    what: str  # how error messages name the request's work
+    output: OutputFormat = DEFAULT_FORMAT  # encode: what the codes are returned as
+    png_response: bool = False  # decode: one PNG is the response
+
+    @property
+    def pixels(self) -> int:
+        return self.count * self.size[0] * self.size[1]
+
+    def deadline_s(self, settings: Settings) -> float:
+        """The request's deadline: the base, plus an allowance per megapixel (large images are
+        legitimately slow: about 0.5 s of CPU per megapixel here, BENCHMARKS.md)."""
+        return settings.request_timeout_s + settings.timeout_s_per_mpx * self.pixels / 1e6
+
+
+@dataclass(frozen=True)
+class SamplePlan:
+    decode: RunPlan  # decoding the drawn grids
+    count: int
+    label: int | None
+    temperature: float
+    seed: int
+
+
+def _runs(model: ServedModel, items: int, h: int, w: int, halo: int | None,
+          bytes_per_pixel: float) -> tuple[int, list[Tile] | None, int]:
+    """(whole items per run, tiles or None, bytes beyond the run slot) for `items` h×w grids."""
+    ds2 = model.manifest.downsample ** 2
+    run_cells = model.run_pixels // ds2
+    if h * w <= run_cells:
+        return max(1, min(items, run_cells // (h * w))), None, 0
+    if halo is not None:
+        try:
+            return 1, plan_tiles(h, w, run_cells, halo), 0
+        except TileTooSmall:
+            pass
+    return 1, None, int((h * w - run_cells) * ds2 * bytes_per_pixel)  # one oversized, whole run
+
+
+def coder_bytes(model: ServedModel, fmt: OutputFormat, grid: tuple[int, int], count: int) -> int:
+    """What coding `count` grids in `fmt` holds beyond the codes; MissingCoder / UnsupportedSize (422)
+    now, before any work, when the model cannot code them (contract/formats.py: `requires`)."""
+    runtime = model.runtime
+    if fmt.requires == "entropy_model" and runtime.entropy is None:
+        raise MissingCoder(f"model {model.manifest.name!r} ships no entropy model to code with; use format=packed")
+    if fmt.requires != "prior":
+        return 0
+    prior = require_prior(model.manifest, runtime.prior, for_streams=True)
+    prior.check_grid(*grid)
+    return prior.shape.working_bytes(min(count, CHUNK_GRIDS))  # its coder's walk
+
+
+def plan_encode(model: ServedModel, uploads: list[ImageUpload], query: EncodeQuery, settings: Settings) -> RunPlan:
+    """From the images' headers alone: their size (422/413 now, before decoding), the runs, the bytes."""
+    headers = [read_header(upload, settings.max_pixels) for upload in uploads]
+    size = encode_size(model.manifest, headers, query.resize)
+    plan = _encode_plan(model, len(uploads), size, max(header.decode_bytes for header in headers),
+                        sum(len(u.data) for u in uploads), query.format)
+    ds = model.manifest.downsample
+    walk = coder_bytes(model, query.format, (size[0] // ds, size[1] // ds), len(uploads))
+    return plan if not walk else replace(plan, working_bytes=plan.working_bytes + walk)
+
+
+def plan_encode_pixels(model: ServedModel, shape: tuple[int, int, int, int], settings: Settings) -> RunPlan:
+    """For raw pixels (N, H, W, C) uint8 already in memory (the v2 `pixels` input)."""
+    n, height, width, _ = shape
+    if height * width > settings.max_pixels:
+        raise ImageTooLarge(f"pixels are {height}×{width} = {height * width} per image; the limit is "
+                            f"{settings.max_pixels}")
+    check_image_size(model.manifest, height, width, "pixels")
+    return _encode_plan(model, n, (height, width), 0, 0, DEFAULT_FORMAT, json_output=False)
+
+
+def _encode_plan(model: ServedModel, count: int, size: tuple[int, int], largest_decode: int, body_bytes: int,
+                 output: OutputFormat, json_output: bool | None = None) -> RunPlan:
+    m = model.manifest
+    height, width = size
+    per_run, tiles, extra = _runs(model, count, height // m.downsample, width // m.downsample,
+                                  model.costs.encoder_halo, model.costs.encode_bytes_per_pixel)
+    as_json = output.stream_kind is None if json_output is None else json_output
+    needed = encode_request_bytes(body_bytes, [size] * count, largest_decode, m.input.channels, m.downsample,
+                                  model.run_pixels, as_json) + extra
+    return RunPlan(size, count, per_run, tiles, needed, f"encoding {count} image(s) of {height}×{width}", output)
+
+
+def plan_decode(model: ServedModel, body_bytes: int, shape: tuple[int, int, int], png_response: bool,
+                pixels_output: bool = False) -> RunPlan:
+    """From the grids' shape (N, h, w) alone: the runs and the bytes (PNGs, and raw pixels if asked)."""
+    m = model.manifest
+    n, h, w = shape
+    per_run, tiles, extra = _runs(model, n, h, w, model.costs.decoder_halo, model.costs.decode_bytes_per_pixel)
+    needed = decode_request_bytes(body_bytes, n, h, w, m.input.channels, m.downsample, png_response) + extra
+    if pixels_output:
+        needed += n * h * w * m.downsample**2 * m.input.channels
+    return RunPlan((h * m.downsample, w * m.downsample), n, per_run, tiles, needed,
+                   f"decoding {n} grid(s) of {h}×{w}", png_response=png_response)
+
+
+def plan_sample(model: ServedModel, count: int, requested_class: int | str | None, temperature: float,
+                seed: int | None, settings: Settings, png_response: bool) -> SamplePlan:
+    """404 for a model without a prior, 422 for a class it does not have, 413 over the image limit."""
+    prior = require_prior(model.manifest, model.runtime.prior)
+    label = prior.label_of(requested_class)
+    if count > settings.max_images:
+        raise TooManyImages(f"count {count} is over this server's limit of {settings.max_images} per request")
+    decode = plan_decode(model, 0, (count, *prior.shape.grid), png_response=png_response)
+    walk = prior.shape.working_bytes(min(count, CHUNK_GRIDS))
+    decode = replace(decode, working_bytes=decode.working_bytes + walk, what=f"sampling {count} grid(s)")
+    drawn_seed = seed if seed is not None else secrets.randbits(53)  # exact in a JavaScript number too
+    return SamplePlan(decode, count, label, temperature, drawn_seed)

@@ -194,10 +194,13 @@ class VectorQuantizer(Quantizer):
 
     @torch.no_grad()
     def _update_statistics(self, flat: torch.Tensor, indices: torch.Tensor) -> None:
-        one_hot = F.one_hot(indices, self.codebook_size).to(flat.dtype)  # (M, K)
-        counts = all_reduce_sum(one_hot.sum(0))  # (K,) over every rank's batch
+        # Counts by bincount on the CPU (exact integers, deterministic there, no (M, K) one-hot for a
+        # 16,384-code book); on CUDA by a one-hot sum, whose result does not depend on atomics' order.
+        one_hot = F.one_hot(indices, self.codebook_size).to(flat.dtype) if self.ema or flat.is_cuda else None  # (M, K)
+        local = one_hot.sum(0) if one_hot is not None else torch.bincount(indices, minlength=self.codebook_size)
+        counts = all_reduce_sum(local.to(flat.dtype))  # (K,) over every rank's batch
         self.ema_cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
-        if self.ema:
+        if self.ema and one_hot is not None:
             embed_sum = all_reduce_sum(one_hot.t() @ flat)  # (K, d)
             self.ema_embed_sum.mul_(self.decay).add_(embed_sum, alpha=1 - self.decay)
             # Laplace smoothing keeps rarely used codes from dividing by ~0.

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bench.__main__ import workloads
-from bench.load import SERVER_LOGS, LoadRow, running, run_rows
+from bench.load import SERVER_LOGS, LoadRow, run_rows, running
 from harness.server import service_process
 
 ROOT = Path(__file__).resolve().parents[1]

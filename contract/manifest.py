@@ -11,10 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from contract import ContractError
 
@@ -101,6 +110,56 @@ class ResourceSpec(_Strict):
     decoder_halo: int = Field(ge=0, le=1024)
 
 
+class QuantizerSpec(_Strict):
+    """How grid cells become codes (training/quantizers/). `codebook_size` is K per stage.
+
+    - vq: the paper's nearest code among K (lookup_dim d: searched in a d-dimensional
+      l2-normalised projection of the latent, "factorised codes");
+    - fsq: finite scalar quantization, one of `levels[i]` values per latent channel; the index is
+      the mixed-radix number of the digits, first level least significant; K = Π levels;
+    - rvq: `stages` residual stages of K codes; quantizer.onnx gives [N, S, h, w] (all stages),
+      decoder.onnx takes [N, k, h, w] for any 1 ≤ k ≤ S and sums the first k stages' vectors.
+    A model.json without this entry is plain vq with one stage of K = codebook_size codes."""
+
+    kind: Literal["vq", "fsq", "rvq"]
+    codebook_size: int = Field(ge=2)
+    stages: int = Field(default=1, ge=1, le=64)
+    levels: list[int] | None = Field(default=None, min_length=1, max_length=16)
+    lookup_dim: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> QuantizerSpec:
+        if (self.levels is not None) != (self.kind == "fsq"):
+            raise ValueError("levels are given for kind fsq, and only for it")
+        if self.levels is not None and (min(self.levels) < 2 or math.prod(self.levels) != self.codebook_size):
+            raise ValueError(f"fsq levels {self.levels} must each be ≥ 2, their product codebook_size "
+                             f"{self.codebook_size}")
+        if self.lookup_dim is not None and self.kind != "vq":
+            raise ValueError("lookup_dim is for kind vq only")
+        if (self.stages > 1) != (self.kind == "rvq"):
+            raise ValueError(f"kind {self.kind} with {self.stages} stages: only rvq has (and needs) several")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """levels and lookup_dim appear only where they apply (not as null)."""
+        data: dict[str, Any] = handler(self)
+        return {key: value for key, value in data.items() if value is not None}
+
+    @property
+    def plain(self) -> bool:
+        """The paper's single-stage VQ without factorised lookup: what every model was before kinds."""
+        return self.kind == "vq" and self.lookup_dim is None
+
+    def tag(self) -> str:
+        """Short form for ONNX metadata: "vq:512", "vq:16384/8", "fsq:8,8,8,6,5", "rvq:512x4"."""
+        if self.kind == "fsq":
+            return "fsq:" + ",".join(map(str, self.levels or []))
+        if self.kind == "rvq":
+            return f"rvq:{self.codebook_size}x{self.stages}"
+        return f"vq:{self.codebook_size}" + (f"/{self.lookup_dim}" if self.lookup_dim else "")
+
+
 class PriorSpec(FileSpec):
     """prior.onnx (export/prior_graph.py): an autoregressive model of the code grids, for sampling and
     for streams coded with its conditionals (contract/prior_coding.py). Optional: a model without one
@@ -131,9 +190,11 @@ class Manifest(_Strict):
     format_version: Literal[1] = FORMAT_VERSION
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")
     version: str = Field(min_length=1, max_length=32)
-    codebook_size: int = Field(ge=2)
-    code_dim: int = Field(ge=1)
-    downsample: int = Field(ge=1)
+    codebook_size: int = Field(ge=2)  # K per stage
+    code_dim: int = Field(ge=1)  # D: channels of encoder.onnx's latent
+    downsample: int = Field(ge=1)  # f: image pixels per grid cell along each side (4, 8 or 16)
+    # Absent in a model.json from before quantizer kinds: plain vq, one stage of codebook_size codes.
+    quantizer: QuantizerSpec
     fully_convolutional: bool
     input: InputSpec
     grid: GridSpec
@@ -151,12 +212,29 @@ class Manifest(_Strict):
     # The learned prior over code grids (sampling, ?format=prior streams); verified like the graphs.
     prior: PriorSpec | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_vq_when_absent(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("quantizer") is None and "codebook_size" in data:
+            return {**data, "quantizer": {"kind": "vq", "codebook_size": data["codebook_size"], "stages": 1}}
+        return data
+
+    @model_validator(mode="after")
+    def _codebook_sizes_agree(self) -> Manifest:
+        if self.quantizer.codebook_size != self.codebook_size:
+            raise ValueError(f"quantizer.codebook_size {self.quantizer.codebook_size} differs from codebook_size "
+                             f"{self.codebook_size}")
+        return self
+
     def file(self, graph: str) -> FileSpec:
         spec: FileSpec = getattr(self.files, graph)
         return spec
 
     def metadata(self, graph: str) -> dict[str, str]:
-        """The key facts written into each ONNX file's metadata_props and checked when loading."""
+        """The key facts written into each ONNX file's metadata_props and checked when loading; a
+        quantizer other than plain vq adds `vqvae.quantizer` (QuantizerSpec.tag), so plain models'
+        files keep exactly the keys they always had."""
+        kind = {} if self.quantizer.plain else {f"{METADATA_PREFIX}quantizer": self.quantizer.tag()}
         return {
             f"{METADATA_PREFIX}name": self.name,
             f"{METADATA_PREFIX}version": self.version,
@@ -167,6 +245,7 @@ class Manifest(_Strict):
             f"{METADATA_PREFIX}input": f"{self.input.channels}x{self.input.height}x{self.input.width}",
             f"{METADATA_PREFIX}grid": f"{self.grid.height}x{self.grid.width}",
             f"{METADATA_PREFIX}scale": self.input.scale,
+            **kind,
         }
 
 

@@ -1,10 +1,12 @@
 """The three inference graphs, as thin torch modules over a trained VQVAE, and their ONNX export.
 
-    encoder.onnx    image   float32 [N, C, H, W] in [0, 1]  -> latent  float32 [N, D, H/4, W/4]
-    quantizer.onnx  latent  float32 [N, D, h, w]            -> indices int64   [N, h, w]
-    decoder.onnx    indices int64   [N, h, w]               -> image   float32 [N, C, 4h, 4w] in [0, 1]
+    encoder.onnx    image   float32 [N, C, H, W] in [0, 1]  -> latent  float32 [N, D, H/f, W/f]
+    quantizer.onnx  latent  float32 [N, D, h, w]            -> indices int64   [N, h, w]  (rvq: [N, S, h, w])
+    decoder.onnx    indices int64   [N, h, w] (rvq: [N, k, h, w], 1 ≤ k ≤ S) -> image float32 [N, C, f·h, f·w] in [0, 1]
 
-N, H and W (h and w) are dynamic: the model is fully convolutional.
+N, H and W (h and w) are dynamic: the model is fully convolutional; so is k, the stage count a
+residual-VQ decoder sums. f is the model's downsampling (4, 8 or 16). quantizer.onnx comes from
+QUANTIZER_GRAPHS, one entry per quantizer kind (training/quantizers/kinds.py).
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import onnx
 import torch
 from torch import nn
 
+from export.quantizer_graphs import IndicesGraph, ResidualQuantizerGraph
 from training.model import VQVAE
+from training.quantizers.vq import VectorQuantizer
 
 OPSET = 20
 
@@ -33,7 +37,9 @@ class EncoderGraph(nn.Module):
         self.encoder, self.offset = model.encoder, model.offset
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        latent: torch.Tensor = self.encoder(image - self.offset)  # (N, C, H, W) -> (N, D, H/4, W/4)
+        if self.offset:  # no Sub node for an uncentred model: its graph stays what it was before centring
+            image = image - self.offset
+        latent: torch.Tensor = self.encoder(image)  # (N, C, H, W) -> (N, D, H/f, W/f)
         return latent
 
 
@@ -43,7 +49,9 @@ class QuantizerGraph(nn.Module):
     The training quantizer's ‖z‖² term is the same for every k, so dropping it leaves the argmin
     unchanged, and −2 folds into the stored codebook: onnxruntime then runs Transpose, Gemm, ArgMin
     instead of eleven elementwise and reduction ops (27 % more quantizer calls per second at batch 1
-    on this CPU). The parity gate compares its indices with the training quantizer's.
+    on this CPU). The parity gate compares its indices with the training quantizer's. With factorised
+    codes (lookup_dim d) the latent is first projected, z = l2norm(W_in z_e), and searched among the
+    K unit codes in d dimensions.
     """
 
     scaled_codebook_t: torch.Tensor
@@ -51,18 +59,32 @@ class QuantizerGraph(nn.Module):
 
     def __init__(self, model: VQVAE) -> None:
         super().__init__()
-        codebook = model.quantizer.codes.detach()  # (K, D), unit rows for a cosine quantizer
-        self.cosine = model.quantizer.cosine
-        self.register_buffer("scaled_codebook_t", (-2 * codebook).t().contiguous())  # (D, K)
+        quantizer = model.quantizer
+        if not isinstance(quantizer, VectorQuantizer):
+            raise ValueError(f"QuantizerGraph needs a vector quantizer, not {type(quantizer).__name__}")
+        codebook = quantizer.codes.detach()  # (K, d), unit rows for a cosine quantizer
+        self.cosine = quantizer.cosine
+        self.project_in: nn.Module | None = quantizer.project_in  # W_in: D -> d with lookup_dim, else None
+        self.register_buffer("scaled_codebook_t", (-2 * codebook).t().contiguous())  # (d, K)
         self.register_buffer("code_norms", codebook.pow(2).sum(1))  # (K,)
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        if self.project_in is not None:
+            latent = self.project_in(latent)  # (N, d, h, w)
         if self.cosine:  # the latent's own length does not change its nearest unit code, but its norm does
             latent = torch.nn.functional.normalize(latent, dim=1)
         n, d, h, w = latent.shape
         flat = latent.permute(0, 2, 3, 1).reshape(-1, d)  # (N*h*w, D)
         scores = torch.addmm(self.code_norms, flat, self.scaled_codebook_t)  # (N*h*w, K): ‖e‖² − 2 z·e
         return scores.argmin(1).reshape(n, h, w)  # (N, h, w) int64
+
+
+# quantizer.onnx per quantizer kind: the model -> a module mapping latent (N, D, h, w) to int64 indices.
+QUANTIZER_GRAPHS: dict[str, type[nn.Module]] = {
+    "vq": QuantizerGraph,
+    "fsq": IndicesGraph,
+    "rvq": ResidualQuantizerGraph,
+}
 
 
 def subpixel_conv(transposed: nn.ConvTranspose2d) -> nn.Sequential:
@@ -120,9 +142,11 @@ class DecoderGraph(nn.Module):
         self.decoder = with_subpixel_upsampling(model.decoder) if upsample == "subpixel" else model.decoder
 
     def forward(self, indices: torch.Tensor) -> torch.Tensor:
-        vectors = self.quantizer.decode_from_indices(indices)  # (N, h, w) -> (N, D, h, w)
-        image: torch.Tensor = (self.decoder(vectors) + self.offset).clamp(0, 1)  # (N, C, 4h, 4w)
-        return image
+        vectors = self.quantizer.decode_from_indices(indices)  # (N, [k,] h, w) -> (N, D, h, w)
+        image: torch.Tensor = self.decoder(vectors)  # (N, C, f·h, f·w)
+        if self.offset:  # no Add node for an uncentred model, as before centring existed
+            image = image + self.offset
+        return image.clamp(0, 1)
 
 
 @dataclass(frozen=True)
@@ -137,27 +161,32 @@ class GraphSpec:
 
 
 def graph_specs(model: VQVAE, upsample: Upsample = "transpose") -> list[GraphSpec]:
-    cfg = model.cfg
-    image = torch.rand(2, cfg.in_channels, 28, 28)
+    cfg, f, stages = model.cfg, model.downsample, model.quantizer.stages
+    image = torch.rand(2, cfg.in_channels, 7 * f, 7 * f)
     latent = torch.randn(2, cfg.code_dim, 7, 7)
-    indices = torch.randint(0, cfg.codebook_size, (2, 7, 7))
+    grid = (2, stages, 7, 7) if stages > 1 else (2, 7, 7)  # rvq: every stage, the stage axis second
+    indices = torch.randint(0, model.quantizer.codebook_size, grid)
+    staged = ("N", "S", "h", "w") if stages > 1 else ("N", "h", "w")
     return [
         GraphSpec("encoder", EncoderGraph(model), image, "image", "latent", ("N", "", "H", "W"), ("N", "", "h", "w")),
-        GraphSpec("quantizer", QuantizerGraph(model), latent, "latent", "indices",
-                  ("N", "", "h", "w"), ("N", "h", "w")),
+        GraphSpec("quantizer", QUANTIZER_GRAPHS[model.quantizer.kind](model), latent, "latent", "indices",
+                  ("N", "", "h", "w"), staged),
         GraphSpec("decoder", DecoderGraph(model, upsample), indices, "indices", "image",
-                  ("N", "h", "w"), ("N", "", "H", "W")),
+                  ("N", "k", "h", "w") if stages > 1 else staged, ("N", "", "H", "W")),
     ]
 
 
-def _dynamic_shapes(spec: GraphSpec) -> dict[str, dict[int, object]]:
+def _dynamic_shapes(spec: GraphSpec, downsample: int) -> dict[str, dict[int, object]]:
     n = torch.export.Dim("N", min=1, max=4096)
     if spec.name == "encoder":  # H and W must be multiples of the total stride
         h, w = torch.export.Dim("h", min=1, max=1024), torch.export.Dim("w", min=1, max=1024)
-        return {spec.input_name: {0: n, 2: 4 * h, 3: 4 * w}}
+        return {spec.input_name: {0: n, 2: downsample * h, 3: downsample * w}}
     h, w = torch.export.Dim("h", min=1, max=1024), torch.export.Dim("w", min=1, max=1024)
     if spec.name == "quantizer":
         return {spec.input_name: {0: n, 2: h, 3: w}}
+    if spec.example.ndim == 4:  # rvq decoder: any first k of the S stages
+        k = torch.export.Dim("k", min=1, max=spec.example.shape[1])
+        return {spec.input_name: {0: n, 1: k, 2: h, 3: w}}
     return {spec.input_name: {0: n, 1: h, 2: w}}
 
 
@@ -168,15 +197,16 @@ def _name_dims(value_info: onnx.ValueInfoProto, names: tuple[str, ...]) -> None:
             dim.dim_param = name
 
 
-def export_graph(spec: GraphSpec, path: Path) -> None:
-    """Export one graph with dynamic N, H, W to `path` (opset OPSET), quietly."""
+def export_graph(spec: GraphSpec, path: Path, downsample: int = 4) -> None:
+    """Export one graph with dynamic N, H, W (and k) to `path` (opset OPSET), quietly; `downsample`
+    is the model's f (the encoder's H and W are multiples of it)."""
     spec.module.eval()
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
         program = torch.onnx.export(
             spec.module, (spec.example,), input_names=[spec.input_name], output_names=[spec.output_name],
-            dynamic_shapes=_dynamic_shapes(spec), opset_version=OPSET, dynamo=True, verbose=False,
+            dynamic_shapes=_dynamic_shapes(spec, downsample), opset_version=OPSET, dynamo=True, verbose=False,
         )
     assert program is not None
     proto = program.model_proto

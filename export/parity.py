@@ -2,10 +2,13 @@
 
 Each graph is run by both on the same inputs:
 - encoder: max |latent_ort − latent_torch| ≤ 1e-4;
-- quantizer: indices identical, except at near-ties — positions whose two nearest codes are
-  within a tiny relative distance, where float32 rounding legitimately decides. Ties are counted
-  and reported; any mismatch that is not a tie fails, and ≥ 99.9 % of all indices must match;
-- decoder: max |image_ort − image_torch| ≤ 1e-4.
+- quantizer: indices identical, except at near-ties, where float32 rounding legitimately decides;
+  each quantizer kind defines its own (`near_ties`, training/quantizers/): VQ, two nearest codes
+  within a tiny relative distance; FSQ, a value within float rounding of a .5 rounding boundary;
+  residual VQ, such a VQ tie at any stage (a flip there changes every later residual, so all of that
+  cell's stages are excused). Ties are counted and reported; any mismatch that is not a tie fails,
+  and ≥ 99.9 % of all indices must match;
+- decoder: max |image_ort − image_torch| ≤ 1e-4, for residual VQ at every stage count k = 1..S.
 The whole pipeline (image -> ORT encoder -> ORT quantizer) is also compared with PyTorch's indices.
 """
 
@@ -20,13 +23,11 @@ import onnxruntime as ort
 import torch
 
 from training.model import VQVAE
+from training.quantizers.codebooks import near_tie_rows
 
 LATENT_TOLERANCE = 1e-4
 IMAGE_TOLERANCE = 1e-4
 MIN_INDEX_MATCH = 0.999
-# Two codes tie when their squared distances differ by less than this fraction of ‖z‖² + ‖e‖²,
-# the magnitude at which float32 rounds the expanded form ‖z‖² − 2 z·e + ‖e‖².
-TIE_RELATIVE_GAP = 1e-5
 
 
 class ParityError(Exception):
@@ -45,6 +46,7 @@ class ParityReport:
     pipeline_index_mismatches: int  # image -> encoder -> quantizer, both ends in ORT
     index_match_fraction: float
     large_images: int = 0  # of them at a larger size, each compared alone and then batched
+    decoder_stage_counts: int = 1  # residual VQ: the decoder compared at every k = 1..S
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,7 +62,8 @@ class ParityReport:
             indices_compared=total, index_mismatches=mismatches, near_ties=self.near_ties + other.near_ties,
             mismatches_outside_ties=self.mismatches_outside_ties + other.mismatches_outside_ties,
             pipeline_index_mismatches=self.pipeline_index_mismatches + other.pipeline_index_mismatches,
-            index_match_fraction=1 - mismatches / max(1, total))
+            index_match_fraction=1 - mismatches / max(1, total),
+            decoder_stage_counts=max(self.decoder_stage_counts, other.decoder_stage_counts))
 
     def failures(self) -> list[str]:
         problems = []
@@ -81,13 +84,14 @@ def _sessions(paths: dict[str, Path]) -> dict[str, ort.InferenceSession]:
 
 def near_tie_mask(latent: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     """(N, D, h, w) latents -> (N, h, w) bool: the two nearest codes are a float32 coin toss."""
-    flat = latent.permute(0, 2, 3, 1).reshape(-1, latent.shape[1]).double()  # (M, D)
-    book = codebook.double()
-    distances = torch.cdist(flat, book).pow(2)  # (M, K), exact in float64
-    two = distances.topk(2, dim=1, largest=False)
-    scale = flat.pow(2).sum(1) + book.pow(2).sum(1)[two.indices[:, 0]]
-    tie = (two.values[:, 1] - two.values[:, 0]) <= TIE_RELATIVE_GAP * scale
-    return tie.view(latent.shape[0], latent.shape[2], latent.shape[3])
+    flat = latent.permute(0, 2, 3, 1).reshape(-1, latent.shape[1])  # (M, D)
+    return near_tie_rows(flat, codebook).view(latent.shape[0], latent.shape[2], latent.shape[3])
+
+
+def _stage_counts(model: VQVAE) -> list[int | None]:
+    """The decoder inputs to compare: every first k stages of a residual VQ, else the one grid."""
+    stages = model.quantizer.stages
+    return list(range(1, stages + 1)) if stages > 1 else [None]
 
 
 @torch.no_grad()
@@ -102,18 +106,22 @@ def measure_parity(model: VQVAE, paths: dict[str, Path], images_u8: np.ndarray, 
         x = torch.tensor(channel_last[start : start + batch], dtype=torch.float32).div_(255).permute(0, 3, 1, 2)
         x = x.contiguous()  # (B, C, H, W)
         latent = model.encode(x)  # (B, D, h, w)
-        indices = model.quantizer.quantize_indices(latent)  # (B, h, w)
-        image = model.decode_from_indices(indices)  # (B, 1, H, W)
+        indices = model.quantizer.quantize_indices(latent)  # (B, h, w), or (B, S, h, w) for rvq
 
         ort_latent = sessions["encoder"].run(["latent"], {"image": x.numpy()})[0]
         ort_indices = sessions["quantizer"].run(["indices"], {"latent": latent.numpy()})[0]
-        ort_image = sessions["decoder"].run(["image"], {"indices": indices.numpy()})[0]
         ort_pipeline = sessions["quantizer"].run(["indices"], {"latent": ort_latent})[0]
+        for k in _stage_counts(model):  # rvq: the first k stages, k = 1..S
+            chosen = indices if k is None else indices[:, :k].contiguous()
+            image = model.decode_from_indices(chosen)  # (B, C, H, W)
+            ort_image = sessions["decoder"].run(["image"], {"indices": chosen.numpy()})[0]
+            image_diff = max(image_diff, float(np.abs(ort_image - image.numpy()).max()))
 
         latent_diff = max(latent_diff, float(np.abs(ort_latent - latent.numpy()).max()))
-        image_diff = max(image_diff, float(np.abs(ort_image - image.numpy()).max()))
         differs = torch.from_numpy(ort_indices != indices.numpy())
-        tie = near_tie_mask(model.quantizer.prepare(latent), model.quantizer.codes)
+        tie = model.quantizer.near_ties(latent)  # (B, h, w)
+        if differs.ndim == 4:  # rvq: a tie at any stage excuses the cell's every stage
+            tie = tie[:, None].expand_as(differs)
         mismatches += int(differs.sum())
         ties += int(tie.sum())
         outside += int((differs & ~tie).sum())
@@ -123,6 +131,7 @@ def measure_parity(model: VQVAE, paths: dict[str, Path], images_u8: np.ndarray, 
         images=len(images_u8), latent_max_abs_diff=latent_diff, image_max_abs_diff=image_diff,
         indices_compared=total, index_mismatches=mismatches, near_ties=ties, mismatches_outside_ties=outside,
         pipeline_index_mismatches=pipeline, index_match_fraction=1 - mismatches / max(1, total),
+        decoder_stage_counts=len(_stage_counts(model)),
     )
 
 

@@ -30,6 +30,7 @@ from contract.manifest import (
     GridSpec,
     InputSpec,
     Manifest,
+    QuantizerSpec,
     ResourceSpec,
     TrainingSpec,
     sha256_of,
@@ -40,12 +41,14 @@ from export.parity import ParityReport, check_parity
 from export.resources import measure_resources
 from training.checkpoint import load_checkpoint, model_from_checkpoint
 from training.evaluate import evaluate_set, reconstruct, save_reconstruction_grid
-from training.model import DOWNSAMPLE, VQVAE
+from training.model import VQVAE
 from training.run_data import RunSplit, center_crops, eval_images, readable_images, run_split, upscaled
 
 PLACEHOLDER_SHA = "0" * 64
 GRID_PREVIEW = "reconstructions.png"
 WEIGHTS = "checkpoint.pt"
+# The entropy model's neighbour tables are K × K: fitted only for one-stage models with K up to this.
+ENTROPY_MAX_CODES = 1024
 
 
 def native_size(ckpt: dict[str, Any]) -> int:
@@ -57,14 +60,14 @@ def native_size(ckpt: dict[str, Any]) -> int:
 
 def draft_manifest(ckpt: dict[str, Any], model: VQVAE, name: str, version: str) -> Manifest:
     """Every manifest field but the final sha256s and measurements."""
-    cfg, train = model.cfg, ckpt["config"]
+    cfg, train, f = model.cfg, ckpt["config"], model.downsample
     placeholder = FileSpec(path="x.onnx", sha256=PLACEHOLDER_SHA)
     size = native_size(ckpt)
     return Manifest(
-        name=name, version=version, codebook_size=cfg.codebook_size, code_dim=cfg.code_dim,
-        downsample=DOWNSAMPLE, fully_convolutional=True,
+        name=name, version=version, codebook_size=model.quantizer.codebook_size, code_dim=cfg.code_dim,
+        downsample=f, quantizer=QuantizerSpec(**model.quantizer.describe()), fully_convolutional=True,
         input=InputSpec(channels=cfg.in_channels or 1, height=size, width=size),
-        grid=GridSpec(height=size // DOWNSAMPLE, width=size // DOWNSAMPLE),
+        grid=GridSpec(height=size // f, width=size // f),
         files=FilesSpec(encoder=placeholder, quantizer=placeholder, decoder=placeholder),
         metrics={},
         training=TrainingSpec(command=ckpt.get("command", ""), seed=train["seed"], steps=ckpt["step"],
@@ -79,18 +82,23 @@ def build_graphs(model: VQVAE, draft: Manifest, scratch: Path, upsample: Upsampl
     paths: dict[str, Path] = {}
     for spec in graph_specs(model, upsample):
         path = scratch / f"{spec.name}.onnx"
-        export_graph(spec, path)
+        export_graph(spec, path, model.downsample)
         write_metadata(path, draft.metadata(spec.name))
         onnx.checker.check_model(str(path), full_check=True)
         paths[spec.name] = path
     return paths
 
 
+def entropy_model_fits(model: VQVAE) -> bool:
+    """One stage and K ≤ ENTROPY_MAX_CODES: the static context model's (K, K) tables stay small."""
+    return model.quantizer.stages == 1 and model.quantizer.codebook_size <= ENTROPY_MAX_CODES
+
+
 @torch.no_grad()
 def fit_entropy_model(model: VQVAE, train_images: np.ndarray, path: Path) -> None:
     """The static probability model for entropy-coded streams, fitted on the training set's codes."""
     _, codes = reconstruct(model, train_images)  # (N, h, w) at the native size
-    positional, overall, left, above, betas = fit(codes, model.cfg.codebook_size)
+    positional, overall, left, above, betas = fit(codes, model.quantizer.codebook_size)
     save_model(path, positional, overall, left, above, betas)
 
 
@@ -107,8 +115,9 @@ def file_spec(path: Path) -> FileSpec:
 def finalise_manifest(draft: Manifest, paths: dict[str, Path], scratch: Path, report: ParityReport,
                       metrics: dict[str, Any], resources: ResourceSpec) -> Manifest:
     files = FilesSpec(**{g: file_spec(paths[g]) for g in GRAPHS})
+    entropy = file_spec(scratch / COUNTS_FILE) if (scratch / COUNTS_FILE).exists() else None
     return draft.model_copy(update={"files": files, "metrics": metrics, "parity": report.as_dict(),
-                                    "entropy_model": file_spec(scratch / COUNTS_FILE),
+                                    "entropy_model": entropy,
                                     "pytorch": file_spec(scratch / WEIGHTS), "resources": resources})
 
 
@@ -143,7 +152,7 @@ def export_data(ckpt: dict[str, Any], data_dir: str | None, channels: int, parit
     split = run_split(config, data_dir)
 
     def all_test() -> Iterator[np.ndarray]:
-        return eval_images(split.test, split.test_indices, channels, DOWNSAMPLE)
+        return eval_images(split.test, split.test_indices, channels, int(config["model"].get("downsample", 4)))
 
     native = center_crops(all_test(), size, parity_images)
     # A set held in memory is fitted whole (reading it costs nothing); one decoded file by file, its
@@ -168,13 +177,14 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, name: str | None = None, 
     try:
         paths = build_graphs(model, draft, scratch, upsample)
         report = check_parity(model, paths, data.native, data.large)
-        resources = measure_resources(model, paths, DOWNSAMPLE)  # raises ParityError if tiles are not exact
+        resources = measure_resources(model, paths, model.downsample)  # raises ParityError if tiles are not exact
         measured = evaluate_set(model, data.split.test, data.split.test_indices, model.cfg.in_channels or 1)
         metrics = {"dataset": data.dataset, "split": "test", **measured}
         recon, _ = reconstruct(model, data.native[:64])
         save_reconstruction_grid(data.native[:64], recon, scratch / GRID_PREVIEW)
         save_weights(ckpt, scratch / WEIGHTS)
-        fit_entropy_model(model, data.train, scratch / COUNTS_FILE)
+        if entropy_model_fits(model):  # else no entropy model: manifest entropy_model is null
+            fit_entropy_model(model, data.train, scratch / COUNTS_FILE)
         manifest = finalise_manifest(draft, paths, scratch, report, metrics, resources)
         publish(scratch, out_dir, manifest)
     finally:

@@ -108,7 +108,7 @@ def check_tiles_are_exact(paths: dict[str, Path], spec: ResourceSpec, channels: 
                                   f"by {np.abs(core - latent[:, :, r0:r0 + 8, c0:c0 + 10]).max():.3g}")
             rows = slice(max(0, r0 - spec.decoder_halo), min(h, r0 + 8 + spec.decoder_halo))
             cols = slice(max(0, c0 - spec.decoder_halo), min(w, c0 + 10 + spec.decoder_halo))
-            out = _run(decoder, codes[:, rows, cols])
+            out = _run(decoder, codes[..., rows, cols])  # (1, [S,] rows, cols)
             top, left = (r0 - rows.start) * downsample, (c0 - cols.start) * downsample
             core = out[:, :, top : top + 8 * downsample, left : left + 10 * downsample]
             whole = pictures[:, :, r0 * downsample : (r0 + 8) * downsample, c0 * downsample : (c0 + 10) * downsample]
@@ -123,7 +123,9 @@ def measure_resources(model: VQVAE, paths: dict[str, Path], downsample: int) -> 
     pixels = side * side
     encode = (tensor_bytes_per_pixel(paths["encoder"], (1, cfg.in_channels, side, side), pixels)
               + tensor_bytes_per_pixel(paths["quantizer"], (1, cfg.code_dim, grid, grid), pixels))
-    decode = tensor_bytes_per_pixel(paths["decoder"], (1, grid, grid), pixels)
+    stages = model.quantizer.stages  # rvq's decoder is measured with all S stages
+    decode = tensor_bytes_per_pixel(paths["decoder"], (1, stages, grid, grid) if stages > 1 else (1, grid, grid),
+                                    pixels)
     encoder_halo, decoder_halo = halos(model, downsample)
     spec = ResourceSpec(encode_bytes_per_pixel=round(encode, 1), decode_bytes_per_pixel=round(decode, 1),
                         encoder_halo=encoder_halo, decoder_halo=decoder_halo)

@@ -31,7 +31,7 @@ from training.batches import DataSpec, TrainingData, training_data
 from training.checkpoint import CheckpointError, load_checkpoint, model_config_from, save_checkpoint
 from training.cli import parse_config, run_and_report
 from training.evaluate import evaluate_images, grid_images, reconstruct, save_reconstruction_grid
-from training.model import DOWNSAMPLE, VQVAE, ModelConfig
+from training.model import VQVAE, ModelConfig
 
 
 @dataclass
@@ -228,7 +228,7 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torc
     for group in optimizer.param_groups:
         group["lr"] = lr
     with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=amp):
-        _, indices, losses = model(x)  # recon (B, 1, 28, 28), indices (B, 7, 7), ModelLosses
+        _, indices, losses = model(x)  # recon (B, C, H, W), indices (B, [S,] H/f, W/f), ModelLosses
     optimizer.zero_grad(set_to_none=True)
     losses.total.backward()
     optimizer.step()
@@ -251,7 +251,7 @@ def evaluate_and_log(cfg: TrainConfig, model: VQVAE, data: TrainingData, step: i
 def data_of(cfg: TrainConfig, rt: Runtime) -> TrainingData:
     spec = DataSpec(cfg.dataset, cfg.val_dataset, cfg.val_fraction, cfg.val_limit, cfg.data_dir, cfg.model.in_channels,
                     cfg.crop, cfg.flip, cfg.workers, cfg.batch_size // rt.world * rt.world, cfg.seed)
-    return training_data(spec, rt.rank, rt.world, DOWNSAMPLE, pin=rt.device.type == "cuda")
+    return training_data(spec, rt.rank, rt.world, cfg.model.downsample, pin=rt.device.type == "cuda")
 
 
 class SkippedImages:

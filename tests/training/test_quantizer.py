@@ -10,7 +10,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from training.quantizer import VectorQuantizer, kmeans, nearest_code
+from training.quantizers.codebooks import kmeans, nearest_code
+from training.quantizers.vq import VectorQuantizer
 
 
 def brute_force_nearest(flat: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Vector quantizer of the VQ-VAE (van den Oord et al. 2017), with the options that keep every code alive.
 
-Contract (after lucidrains/vector-quantize-pytorch):
+Contract (quantizers/seam.py, after lucidrains/vector-quantize-pytorch):
     quantized, indices, losses = quantizer(z_e)      # z_e (N, D, h, w)
     vectors = quantizer.decode_from_indices(indices) # (N, h, w) -> (N, D, h, w)
 
@@ -16,93 +16,39 @@ it won there:
   centres of the first batch's encoder outputs.
 - dead-code restart (on: without it a third of the codes die): codes whose smoothed usage falls
   below `restart_threshold` are re-seeded from current encoder outputs.
+- `cosine`: l2-normalised latents and codes (ViT-VQGAN).
+- `lookup_dim` d > 0 (factorised codes, ViT-VQGAN / LlamaGen): the nearest code is searched for
+  z = l2norm(W_in z_e) in d dimensions among l2-normalised codes, and z_q = W_out e_k*; the two
+  loss terms are taken in that d-dimensional space. Keeps large codebooks (K = 16,384) alive.
 Under torch.distributed every statistic is all-reduced and every re-seed broadcast, so all ranks
 hold the same codebook.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from training.quantizers.codebooks import (
+    all_gather_rows,
+    all_reduce_sum,
+    broadcast,
+    kmeans,
+    near_tie_rows,
+    nearest_code,
+)
+from training.quantizers.seam import Quantizer, QuantizerLosses
 
-class QuantizerLosses(NamedTuple):
-    codebook: torch.Tensor  # ‖sg[z_e] − e‖², mean over elements
-    commitment: torch.Tensor  # β‖z_e − sg[e]‖², β already applied
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    if _distributed():
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
+if TYPE_CHECKING:
+    from training.model import ModelConfig
 
 
-def _all_gather_rows(rows: torch.Tensor) -> torch.Tensor:
-    """Concatenate equally sized (M, D) row blocks from every rank, in rank order."""
-    if not _distributed():
-        return rows
-    parts = [torch.empty_like(rows) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, rows.contiguous())
-    return torch.cat(parts)
+class VectorQuantizer(Quantizer):
+    kind = "vq"
 
-
-def _broadcast(t: torch.Tensor) -> None:
-    if _distributed():
-        dist.broadcast(t, src=0)
-
-
-def nearest_code(flat: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    """(M, D) vectors, (K, D) codebook -> (M,) int64 index of the nearest code (squared L2)."""
-    distances = (
-        flat.pow(2).sum(1, keepdim=True)  # (M, 1)
-        - 2 * flat @ codebook.t()  # (M, K)
-        + codebook.pow(2).sum(1)[None, :]  # (1, K)
-    )
-    return distances.argmin(dim=1)
-
-
-def kmeans_plus_plus_seeds(samples: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-    """k-means++ seeding: each new seed drawn with probability ∝ squared distance to the nearest seed.
-
-    `generator` must live on the samples' device (CUDA samples need a CUDA generator).
-    """
-    device = samples.device
-    first = int(torch.randint(samples.shape[0], (1,), generator=generator, device=device))
-    seeds = [first]
-    nearest_sq = (samples - samples[first]).pow(2).sum(1)  # (M,)
-    for _ in range(k - 1):
-        if float(nearest_sq.sum()) <= 0:  # fewer distinct points than k: repeat seeds
-            seeds.append(int(torch.randint(samples.shape[0], (1,), generator=generator, device=device)))
-            continue
-        chosen = int(torch.multinomial(nearest_sq, 1, generator=generator))
-        seeds.append(chosen)
-        nearest_sq = torch.minimum(nearest_sq, (samples - samples[chosen]).pow(2).sum(1))
-    return samples[torch.tensor(seeds, device=device)].clone()
-
-
-def kmeans(samples: torch.Tensor, k: int, iters: int, generator: torch.Generator) -> torch.Tensor:
-    """Lloyd k-means with k-means++ seeds on (M, D) samples -> (k, D) centres; empty clusters keep their seed."""
-    centres = kmeans_plus_plus_seeds(samples, k, generator)
-    for _ in range(iters):
-        # Sums and counts by a one-hot matmul rather than index_add_/bincount: CUDA's atomic adds
-        # would make the centres (and so resume) differ from run to run.
-        one_hot = F.one_hot(nearest_code(samples, centres), k).to(samples.dtype)  # (M, k)
-        sums = one_hot.t() @ samples  # (k, D)
-        counts = one_hot.sum(0)  # (k,)
-        filled = counts > 0
-        centres[filled] = sums[filled] / counts[filled, None]
-    return centres
-
-
-class VectorQuantizer(nn.Module):
     def __init__(
         self,
         codebook_size: int = 512,
@@ -114,19 +60,25 @@ class VectorQuantizer(nn.Module):
         data_init: bool = True,
         restart_threshold: float = 1.0,
         cosine: bool = False,
+        lookup_dim: int = 0,
     ) -> None:
         super().__init__()
-        self.codebook_size = codebook_size
-        self.dim = dim
+        self.codebook_size, self.stages, self.dim = codebook_size, 1, dim
         self.beta = beta
         self.ema = ema
         self.decay = decay
         self.eps = eps
         self.data_init = data_init
         self.restart_threshold = restart_threshold
-        self.cosine = cosine
+        self.lookup_dim = lookup_dim
+        self.cosine = cosine or lookup_dim > 0  # factorised codes are always l2-normalised
+        code_dim = lookup_dim or dim
+        # W_in (D -> d) and W_out (d -> D) as 1×1 convolutions; absent without lookup_dim, so the
+        # default model keeps its state-dict keys.
+        self.project_in = nn.Conv2d(dim, code_dim, 1) if lookup_dim else None
+        self.project_out = nn.Conv2d(code_dim, dim, 1) if lookup_dim else None
 
-        init = torch.empty(codebook_size, dim).uniform_(-1 / codebook_size, 1 / codebook_size)
+        init = torch.empty(codebook_size, code_dim).uniform_(-1 / codebook_size, 1 / codebook_size)
         if ema:
             # EMA codebook: a buffer, moved by the EMA update, never by the optimiser.
             self.register_buffer("codebook", init)
@@ -138,26 +90,60 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("initialised", torch.tensor(not data_init))
         self.register_buffer("restarts", torch.zeros((), dtype=torch.long))
 
+    @classmethod
+    def from_config(cls, cfg: ModelConfig) -> VectorQuantizer:
+        return cls(codebook_size=cfg.codebook_size, dim=cfg.code_dim, beta=cfg.beta, ema=cfg.ema,
+                   decay=cfg.ema_decay, data_init=cfg.data_init, restart_threshold=cfg.restart_threshold,
+                   cosine=cfg.cosine, lookup_dim=cfg.lookup_dim)
+
+    @staticmethod
+    def check(cfg: ModelConfig) -> None:
+        """Clear errors for flag values this kind cannot take."""
+        if cfg.codebook_size < 2:
+            raise ValueError(f"--model.codebook-size must be at least 2, not {cfg.codebook_size}")
+        if cfg.lookup_dim < 0 or cfg.lookup_dim > cfg.code_dim:
+            raise ValueError(f"--model.lookup-dim {cfg.lookup_dim}: must be between 1 and --model.code-dim "
+                             f"({cfg.code_dim}), or 0 for no factorised lookup")
+
+    def describe(self) -> dict[str, Any]:
+        entry = super().describe()
+        return {**entry, "lookup_dim": self.lookup_dim} if self.lookup_dim else entry
+
     # -- inference ---------------------------------------------------------------------------
 
     @property
     def codes(self) -> torch.Tensor:
-        """(K, D) code vectors as used: unit length with `cosine` (ViT-VQGAN's l2-normalised codes)."""
+        """(K, d) code vectors as used: unit length with `cosine` (ViT-VQGAN's l2-normalised codes)."""
         return F.normalize(self.codebook, dim=1) if self.cosine else self.codebook
 
     def prepare(self, z_e: torch.Tensor) -> torch.Tensor:
-        """(N, D, h, w) encoder output -> what is quantized (unit vectors with `cosine`)."""
+        """(N, D, h, w) encoder output -> what is quantized (N, d, h, w): l2norm(W_in z_e) with
+        lookup_dim, unit vectors with `cosine`, else z_e itself."""
+        if self.project_in is not None:
+            z_e = self.project_in(z_e)
         return F.normalize(z_e, dim=1) if self.cosine else z_e
 
     def quantize_indices(self, z_e: torch.Tensor) -> torch.Tensor:
         """(N, D, h, w) encoder output -> (N, h, w) int64 nearest-code indices."""
-        n, d, h, w = z_e.shape
-        flat = self.prepare(z_e).permute(0, 2, 3, 1).reshape(-1, d)  # (N*h*w, D)
+        z = self.prepare(z_e)
+        n, d, h, w = z.shape
+        flat = z.permute(0, 2, 3, 1).reshape(-1, d)  # (N*h*w, d)
         return nearest_code(flat, self.codes).view(n, h, w)
 
-    def decode_from_indices(self, indices: torch.Tensor) -> torch.Tensor:
-        """(N, h, w) int64 -> (N, D, h, w) code vectors."""
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        """(N, h, w) int64 -> (N, d, h, w) code vectors in the lookup space."""
         return F.embedding(indices, self.codes).permute(0, 3, 1, 2)
+
+    def decode_from_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        """(N, h, w) int64 -> (N, D, h, w) code vectors (W_out e_k with lookup_dim)."""
+        vectors = self.lookup(indices)
+        return vectors if self.project_out is None else self.project_out(vectors)
+
+    def near_ties(self, z_e: torch.Tensor) -> torch.Tensor:
+        """(N, D, h, w) -> (N, h, w): the two nearest codes are within TIE_RELATIVE_GAP (codebooks.py)."""
+        z = self.prepare(z_e)
+        n, d, h, w = z.shape
+        return near_tie_rows(z.permute(0, 2, 3, 1).reshape(-1, d), self.codes).view(n, h, w)
 
     # -- training ----------------------------------------------------------------------------
 
@@ -170,33 +156,35 @@ class VectorQuantizer(nn.Module):
             return self._forward_fp32(z_e.float())
 
     def _forward_fp32(self, z_e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, QuantizerLosses]:
-        z_e = self.prepare(z_e)  # gradients flow through the normalisation to the encoder
-        flat = z_e.detach().permute(0, 2, 3, 1).reshape(-1, self.dim)  # (M, D)
+        z = self.prepare(z_e)  # (N, d, h, w); gradients flow through projection and normalisation
+        flat = z.detach().permute(0, 2, 3, 1).reshape(-1, z.shape[1])  # (M, d)
         if self.training and not bool(self.initialised):
             self._initialise_from(flat)
 
-        indices = self.quantize_indices(z_e.detach())  # (N, h, w)
-        z_q = self.decode_from_indices(indices)  # (N, D, h, w), grad reaches codebook (non-EMA)
+        indices = nearest_code(flat, self.codes).view(z.shape[0], *z.shape[2:])  # (N, h, w)
+        e = self.lookup(indices)  # (N, d, h, w), grad reaches codebook (non-EMA)
 
         losses = QuantizerLosses(
-            codebook=F.mse_loss(z_q, z_e.detach()),
-            commitment=self.beta * F.mse_loss(z_e, z_q.detach()),
+            codebook=F.mse_loss(e, z.detach()),  # ‖sg[z_e] − e‖²
+            commitment=self.beta * F.mse_loss(z, e.detach()),  # β‖z_e − sg[e]‖²
         )
         if self.training:
             self._update_statistics(flat, indices.reshape(-1))
-        # Straight-through: the forward value is z_q, the gradient flows to z_e unchanged.
-        quantized = z_e + (z_q - z_e).detach()
+        # Straight-through: the forward value is e, the gradient flows to z unchanged.
+        quantized = z + (e - z).detach()
+        if self.project_out is not None:
+            quantized = self.project_out(quantized)  # (N, D, h, w) = W_out e_k*
         return quantized, indices, losses
 
     @torch.no_grad()
     def _initialise_from(self, flat: torch.Tensor) -> None:
-        samples = _all_gather_rows(flat)
+        samples = all_gather_rows(flat)
         # The seed comes from the global CPU RNG (saved in checkpoints) on every device; the
         # generator itself must live where the samples are.
         seed = int(torch.randint(0, 2**31 - 1, (), device="cpu"))
         generator = torch.Generator(device=samples.device).manual_seed(seed)
         centres = kmeans(samples, self.codebook_size, iters=10, generator=generator)
-        _broadcast(centres)
+        broadcast(centres)
         self.codebook.data.copy_(centres)
         if self.ema:
             # Start the EMA as if every code had been seen once at its centre.
@@ -206,11 +194,14 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _update_statistics(self, flat: torch.Tensor, indices: torch.Tensor) -> None:
-        one_hot = F.one_hot(indices, self.codebook_size).to(flat.dtype)  # (M, K)
-        counts = _all_reduce_sum(one_hot.sum(0))  # (K,) over every rank's batch
+        # Counts by bincount on the CPU (exact integers, deterministic there, no (M, K) one-hot for a
+        # 16,384-code book); on CUDA by a one-hot sum, whose result does not depend on atomics' order.
+        one_hot = F.one_hot(indices, self.codebook_size).to(flat.dtype) if self.ema or flat.is_cuda else None  # (M, K)
+        local = one_hot.sum(0) if one_hot is not None else torch.bincount(indices, minlength=self.codebook_size)
+        counts = all_reduce_sum(local.to(flat.dtype))  # (K,) over every rank's batch
         self.ema_cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
-        if self.ema:
-            embed_sum = _all_reduce_sum(one_hot.t() @ flat)  # (K, D)
+        if self.ema and one_hot is not None:
+            embed_sum = all_reduce_sum(one_hot.t() @ flat)  # (K, d)
             self.ema_embed_sum.mul_(self.decay).add_(embed_sum, alpha=1 - self.decay)
             # Laplace smoothing keeps rarely used codes from dividing by ~0.
             total = self.ema_cluster_size.sum()
@@ -229,12 +220,12 @@ class VectorQuantizer(nn.Module):
         # Random picks come from the data's device RNG (CUDA's on a GPU, saved in checkpoints too).
         device = flat.device
         pick = torch.randint(0, flat.shape[0], (min(n_dead, flat.shape[0]),), device=device)
-        candidates = _all_gather_rows(flat[pick])  # (ranks*n, D)
+        candidates = all_gather_rows(flat[pick])  # (ranks*n, d)
         chosen = candidates[torch.randperm(candidates.shape[0], device=device)[:n_dead]]
         if chosen.shape[0] < n_dead:  # more dead codes than candidates: reuse with noise
             extra = chosen[torch.randint(0, chosen.shape[0], (n_dead - chosen.shape[0],), device=device)]
             chosen = torch.cat([chosen, extra + 1e-3 * torch.randn_like(extra)])
-        _broadcast(chosen)
+        broadcast(chosen)
         self.codebook.data[dead] = chosen
         self.ema_cluster_size[dead] = self.restart_threshold
         if self.ema:

@@ -48,6 +48,7 @@ def test_bit_packing_is_exact(bits: int) -> None:
     assert np.array_equal(unpack(packed, bits, 1001), values)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", list(Kind))
 @pytest.mark.parametrize("model", ["mnist", "fashion-mnist"])
 def test_lossless_on_the_whole_test_set(runtimes, test_codes, kind: Kind, model: str) -> None:  # type: ignore[no-untyped-def]

@@ -48,6 +48,7 @@ def session(model_dir: Path, graph: str) -> ort.InferenceSession:
     return ort.InferenceSession(str(model_dir / f"{graph}.onnx"), providers=["CPUExecutionProvider"])
 
 
+@pytest.mark.slow
 def test_graphs_have_the_contract_names_types_and_dynamic_axes(exported: Path) -> None:
     expected_types = {"image": "tensor(float)", "latent": "tensor(float)", "indices": "tensor(int64)"}
     for graph, (input_name, output_name) in GRAPH_IO.items():
@@ -173,6 +174,7 @@ def test_parity_gate_raises_with_the_max_difference(exported: Path, model: VQVAE
         check_parity(perturbed(model), paths, mnist_test[0][:200])
 
 
+@pytest.mark.slow
 def test_a_failed_gate_writes_nothing_and_exits_non_zero(checkpoint: Path, data_dir: Path, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
@@ -191,6 +193,7 @@ def test_a_failed_gate_writes_nothing_and_exits_non_zero(checkpoint: Path, data_
     assert not out.exists() and list((tmp_path / "models").iterdir()) == []  # no scratch left either
 
 
+@pytest.mark.slow
 def test_export_cli_reports_parity_and_metrics(checkpoint: Path, data_dir: Path, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "digits"
@@ -225,6 +228,7 @@ def test_subpixel_rewrite_equals_the_transposed_convolution(c_in: int, c_out: in
         subpixel_conv(torch.nn.ConvTranspose2d(4, 4, 3, stride=2, padding=1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("upsample", ["transpose", "subpixel"])
 def test_both_upsampling_forms_pass_the_gate(checkpoint: Path, model: VQVAE, mnist_test, tmp_path: Path,  # type: ignore[no-untyped-def]
                                              upsample: str) -> None:

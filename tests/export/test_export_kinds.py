@@ -57,6 +57,7 @@ def sessions(model_dir: Path) -> dict[str, ort.InferenceSession]:
     return {g: ort.InferenceSession(str(model_dir / f"{g}.onnx"), providers=["CPUExecutionProvider"]) for g in GRAPHS}
 
 
+@pytest.mark.slow
 def test_manifest_describes_the_quantizer_and_the_downsampling(exported: tuple[str, Path, Path]) -> None:
     name, _, out = exported
     cfg, tag = KINDS[name]
@@ -78,6 +79,7 @@ def test_manifest_describes_the_quantizer_and_the_downsampling(exported: tuple[s
     assert (manifest.entropy_model is None) == (cfg.quantizer == "rvq")
 
 
+@pytest.mark.slow
 def test_graph_shapes_and_every_stage_count(exported: tuple[str, Path, Path]) -> None:
     name, checkpoint, out = exported
     cfg, _ = KINDS[name]

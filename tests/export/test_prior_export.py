@@ -52,6 +52,7 @@ def snapshot(model_dir: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(model_dir.iterdir())}
 
 
+@pytest.mark.slow
 def test_export_passes_the_gate_and_the_model_serves_with_it(small_prior: Path, tmp_path: Path,
                                                              data_dir: Path) -> None:
     model_dir = model_copy(tmp_path)
@@ -72,6 +73,7 @@ def test_export_passes_the_gate_and_the_model_serves_with_it(small_prior: Path, 
     assert drawn.shape == (3, 7, 7) and np.array_equal(drawn, runtime.prior.sample(3, 4, 1.0, seed=11))
 
 
+@pytest.mark.slow
 def test_a_failed_parity_gate_writes_nothing(small_prior: Path, tmp_path: Path, data_dir: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     model_dir = model_copy(tmp_path)
@@ -91,6 +93,7 @@ def test_a_prior_of_another_models_codes_is_refused(small_prior: Path, tmp_path:
     assert snapshot(model_dir) == before
 
 
+@pytest.mark.slow
 def test_the_pixelcnn_is_trained_for_comparison_but_not_exported(tmp_path: Path, data_dir: Path) -> None:
     checkpoint = train(tmp_path / "pixelcnn", data_dir, "--model.arch", "pixelcnn")
     with pytest.raises(CheckpointError, match="only the transformer"):

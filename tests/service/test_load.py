@@ -9,6 +9,8 @@ import pytest
 
 from bench.soak import main as soak_main
 
+pytestmark = pytest.mark.slow  # a soak under mixed load
+
 
 @pytest.mark.parametrize("mode, extra", [("mix", ["--seconds", "6"]), ("soak", ["--requests", "4000"])])
 def test_mixed_load_has_no_errors_and_memory_stays_flat(mode: str, extra: list[str], data_dir: Path,

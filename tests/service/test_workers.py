@@ -7,9 +7,12 @@ import time
 
 import httpx
 import numpy as np
+import pytest
 
 from harness.prom import Scrape
 from tests.service.conftest import png_bytes
+
+pytestmark = pytest.mark.slow  # several worker processes
 
 
 def wait_until_every_worker_is_ready(url: str, streak: int = 30, timeout: float = 90) -> None:

@@ -67,6 +67,7 @@ def test_codes_equal_the_services_encode(photos: Path, tmp_path: Path, server: S
     assert [r["codes"] for r in rows] == [np.array(g).reshape(-1).tolist() for g in served]
 
 
+@pytest.mark.slow
 def test_reruns_and_engines_give_the_same_bytes(photos: Path, tmp_path: Path) -> None:
     first = run(photos, tmp_path / "a")
     again = run(photos, tmp_path / "b", "--workers", "2")

@@ -30,6 +30,7 @@ def config(source: str, out: Path, **overrides: object) -> TrainConfig:
     return replace(base, **overrides)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_a_folder_trains_skips_the_corrupt_file_once_and_exports(folder: Path, tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     result = main(config(str(folder), tmp_path / "run", max_steps=24))
@@ -45,6 +46,7 @@ def test_a_folder_trains_skips_the_corrupt_file_once_and_exports(folder: Path, t
     assert load_manifest(tmp_path / "models" / "photos").parity["images"] > 3  # native and Kodak-sized images
 
 
+@pytest.mark.slow
 def test_resume_on_a_folder_is_exact(folder: Path, tmp_path: Path) -> None:
     straight = main(config(str(folder), tmp_path / "straight", checkpoint_interval=5)).model
     resumed_cfg = config(str(folder), tmp_path / "resumed", checkpoint_interval=5)

@@ -80,6 +80,7 @@ def flags(out: Path, data_dir: Path, *extra: str) -> list[str]:
             "--model.width", "64", "--model.layers", "2", "--progress", "false", *extra]
 
 
+@pytest.mark.slow
 def test_trains_on_mnist_codes_and_resumes_bit_for_bit(tmp_path: Path, data_dir: Path) -> None:
     straight = main(parse_args(flags(tmp_path / "a", data_dir)))
     assert straight["bits_per_grid"] < 49 * 9  # below a uniform code: 9 bits for each of 49 codes
@@ -96,6 +97,7 @@ def test_trains_on_mnist_codes_and_resumes_bit_for_bit(tmp_path: Path, data_dir:
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_trains_on_the_colour_models_own_labelled_shards(tmp_path: Path, data_dir: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)  # the colour model records its shards relative to the project root

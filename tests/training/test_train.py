@@ -39,6 +39,7 @@ def test_a_few_steps_on_real_digits_lower_the_loss(data_dir: Path, tmp_path: Pat
     assert (tmp_path / "recon_step000040.png").is_file()
 
 
+@pytest.mark.slow
 def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(data_dir: Path, tmp_path: Path, device: str) -> None:
     straight = main(small_config(data_dir, tmp_path / "straight", checkpoint_interval=7, device=device)).model
     interrupted_cfg = small_config(data_dir, tmp_path / "resumed", checkpoint_interval=7, device=device)
@@ -63,6 +64,7 @@ def test_device_cuda_without_a_gpu_is_a_clear_error(data_dir: Path, tmp_path: Pa
     assert "auto, cpu or cuda" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_different_config(data_dir: Path, tmp_path: Path) -> None:
     cfg = small_config(data_dir, tmp_path, max_steps=6)
     main(cfg)

@@ -57,6 +57,7 @@ def test_encode_then_decode_real_digits_matches_onnx_and_the_model_card(client: 
     assert abs(served - card["psnr_dataset"]) < 0.5, (served, card["psnr_dataset"])
 
 
+@pytest.mark.slow
 def test_full_test_set_psnr_equals_the_model_card(client: httpx.Client, mnist_test) -> None:  # type: ignore[no-untyped-def]
     images = mnist_test[0]
     recon = []

@@ -19,6 +19,9 @@ from harness.server import ServerProcess
 from tests.conftest import shared_data_dir
 from tests.service.conftest import ROOT, png_bytes
 
+pytestmark = pytest.mark.slow  # a browser
+
+
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Headless, and quiet on a closed network (no background fetches to Google's hosts).

@@ -18,8 +18,12 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from harness.server import ServerProcess
+
+pytestmark = pytest.mark.slow  # a fuzzer over the whole API
+
 
 EXAMPLES = 50
 CHECKS = ",".join([

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.service.conftest import png_bytes, wait_until_loaded
 
@@ -25,6 +26,7 @@ def test_ready_lists_every_model_on_its_provider(client: httpx.Client) -> None:
     assert all(m == expected for m in body["models"].values())
 
 
+@pytest.mark.slow
 def test_not_ready_before_warm_up_then_ready(start_server, digits) -> None:  # type: ignore[no-untyped-def]
     server = start_server(warmup_runs=4000)  # a long warm-up leaves a window to look into
     server.wait("/livez")

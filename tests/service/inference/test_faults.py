@@ -45,6 +45,7 @@ FAULTS: dict[str, tuple[Callable[[Path], None], str]] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_fault_makes_the_service_not_ready_and_the_model_unserved(fault: str, start_server, models_copy: Path,
                                                                   digits) -> None:  # type: ignore[no-untyped-def]

@@ -163,6 +163,7 @@ def large_requests() -> dict[str, dict[str, object]]:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(large_requests()))
 def test_large_requests_work_and_stay_inside_the_budget(bounded: ServerProcess, name: str) -> None:
     request = large_requests()[name]
@@ -186,6 +187,7 @@ def test_what_cannot_fit_even_split_is_413_and_the_worker_lives_on(start_server:
     assert httpx.get(server.url + "/readyz").status_code == 200
 
 
+@pytest.mark.slow
 def test_concurrent_large_requests_share_the_budget(start_server: StartServer) -> None:
     """Four at once, room for about one: each either succeeds (after waiting) or gets 429, none more."""
     server = start_server(memory_budget_mb=96, memory_wait_s=30)
@@ -204,6 +206,7 @@ def test_concurrent_large_requests_share_the_budget(start_server: StartServer) -
     assert kib_of(server, "VmHWM") / 1024 - baseline <= 96 * 1.1
 
 
+@pytest.mark.slow
 def test_probes_are_answered_while_a_long_request_runs(bounded: ServerProcess) -> None:
     """An entropy stream of large grids takes seconds to decode: in the thread pool, never on the
     event loop, so /livez keeps answering (a blocked loop would fail Kubernetes' liveness probe)."""

@@ -160,6 +160,17 @@ class QuantizerSpec(_Strict):
         return f"vq:{self.codebook_size}" + (f"/{self.lookup_dim}" if self.lookup_dim else "")
 
 
+class SamplingSpec(_Strict):
+    """How the prior samples when a request does not say (contract/guided_sampling.py), chosen by
+    measurement for this prior (bench.prior_samples)."""
+
+    temperature: float = Field(1.0, ge=0, le=10)
+    guidance: float = Field(0.0, ge=0, le=100)
+    top_k: int | None = Field(None, ge=1)
+    top_p: float | None = Field(None, gt=0, le=1)
+    chosen_by: str = ""  # the command and figures that chose them
+
+
 class PriorSpec(FileSpec):
     """prior.onnx (export/prior_graph.py): an autoregressive model of the code grids, for sampling and
     for streams coded with its conditionals (contract/prior_coding.py). Optional: a model without one
@@ -173,6 +184,7 @@ class PriorSpec(FileSpec):
     metrics: dict[str, Any] = Field(default_factory=dict)
     parity: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
+    sampling: SamplingSpec | None = None  # the API's defaults for this prior; None: plain sampling
 
     @model_validator(mode="after")
     def _names_match_classes(self) -> PriorSpec:

@@ -1,11 +1,13 @@
-"""The prior's arithmetic on top of its step graph (prior.onnx): sampling, and range coding of code
-grids with its conditional probabilities. One implementation for the exporter's parity gate, the
-service and the offline codec CLI; the graph is run by whoever holds a session (a `Step`).
+"""The prior's arithmetic on top of its step graph (prior.onnx): walking its positions, and range
+coding of code grids with its conditional probabilities. One implementation for the exporter's
+parity gate, the service and the offline codec CLI; the graph is run by whoever holds a session
+(a `Step`).
 
     coder = PriorCoder(step, shape, prior_id)      # a payload coder for Kind.PRIOR streams
     payload = coder.encode(codes)                  # int (N, h, w) -> bytes
     codes = coder.decode(header, payload)          # -> int64 (N, h, w)
-    codes = sample(step, shape, 64, label=3, temperature=1.0, seed=0)
+
+Sampling (temperature, guidance, filters) is contract/guided_sampling.py, on the same `walk`.
 
 Grids go through the graph `CHUNK_GRIDS` at a time, position by position: the encoder and the
 decoder make the same calls with the same shapes, so they compute the same probabilities bit for
@@ -106,34 +108,6 @@ def walk(step: Step, shape: PriorShape, labels: np.ndarray, choose: Callable[[in
         for slots, written in zip(cache, new, strict=True):
             slots[:, :, t] = written  # (N, heads, dh) into slot t
         previous = np.ascontiguousarray(choose(t, logits), dtype=np.int64)
-
-
-def sample(step: Step, shape: PriorShape, count: int, label: int | None, temperature: float, seed: int,
-           stop: threading.Event | None = None) -> np.ndarray:
-    """-> int64 (count, h, w) codes drawn from the prior (class `label`, or none); the same for a seed.
-    Temperatures below GREEDY_BELOW (0 included) take the most likely code at every position."""
-    rng = np.random.Generator(np.random.PCG64(seed))
-    chunks = [_draw(step, shape, min(CHUNK_GRIDS, count - start), label, temperature, rng, stop)
-              for start in range(0, count, CHUNK_GRIDS)]
-    return np.concatenate(chunks).reshape(count, *shape.grid)
-
-
-def _draw(step: Step, shape: PriorShape, n: int, label: int | None, temperature: float,
-          rng: np.random.Generator, stop: threading.Event | None) -> np.ndarray:
-    """One walk of n grids -> int64 (n, T)."""
-    out = np.empty((n, shape.positions), np.int64)
-
-    def draw(t: int, logits: np.ndarray) -> np.ndarray:
-        if temperature < GREEDY_BELOW:  # logits / a tiny temperature would overflow to inf
-            out[:, t] = logits.argmax(axis=1)
-        else:
-            cdf = np.cumsum(probabilities(logits, temperature), axis=1)  # (n, K)
-            below = (cdf < rng.random(n)[:, None] * cdf[:, -1:]).sum(axis=1)  # inverse CDF: (n,)
-            out[:, t] = np.minimum(below, shape.codebook_size - 1)
-        return out[:, t]
-
-    walk(step, shape, np.full(n, shape.classes if label is None else label, np.int64), draw, stop)
-    return out
 
 
 class PriorCoder:

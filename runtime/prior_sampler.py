@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from contract.guided_sampling import Sampling, sample
 from contract.manifest import PRIOR_GRAPH, Manifest, PriorSpec, prior_io
-from contract.prior_coding import PriorCoder, PriorShape, Step, sample, session_step
+from contract.prior_coding import CHUNK_GRIDS, PriorCoder, PriorShape, Step, session_step
 from contract.streams import MissingCoder
 from runtime import ModelLoadError, NoPrior, UnknownClass, UnsupportedSize
 
@@ -50,10 +51,23 @@ class PriorRuntime:
         known = ", ".join(names) if names else f"0 … {self.spec.classes - 1}"
         raise UnknownClass(f"no class {str(requested)[:64]!r} in this model's prior; classes: {known}")
 
-    def sample(self, count: int, label: int | None, temperature: float, seed: int,
+    @property
+    def defaults(self) -> Sampling:
+        """How this prior samples when a request does not say: the settings chosen for it by
+        measurement (model.json's prior.sampling), else plain conditional sampling at temperature 1."""
+        chosen = self.spec.sampling
+        return Sampling() if chosen is None else Sampling(chosen.temperature, chosen.guidance, chosen.top_k,
+                                                          chosen.top_p)
+
+    def walk_bytes(self, count: int, rule: Sampling, label: int | None) -> int:
+        """What one walk of up to CHUNK_GRIDS of `count` grids holds (twice the sequences when guided)."""
+        sequences = min(count, CHUNK_GRIDS) * (2 if rule.guides(label, self.shape) else 1)
+        return self.shape.working_bytes(sequences)
+
+    def sample(self, count: int, label: int | None, rule: Sampling, seed: int,
                stop: threading.Event | None = None) -> np.ndarray:
         """-> int64 (count, h, w) grids drawn from the prior; WalkStopped once `stop` is set."""
-        return sample(self.step, self.shape, count, label, temperature, seed, stop)
+        return sample(self.step, self.shape, count, label, rule, seed, stop)
 
     def check_grid(self, h: int, w: int) -> None:
         """UnsupportedSize (422) for grids the prior does not model, before any work is done."""
@@ -99,7 +113,7 @@ def load_prior(manifest: Manifest, model_dir: Path, options: ort.SessionOptions)
     step = session_step(session, spec.layers)
     prior = PriorRuntime(spec, shape, step, PriorCoder(step, shape, spec.prior_id))
     try:
-        drawn = prior.sample(1, None, 1.0, seed=0)
+        drawn = prior.sample(1, None, Sampling(), seed=0)
     except Exception as exc:  # a graph that loads but cannot run
         raise ModelLoadError(f"{manifest.name}: warm-up sampling with {spec.path} failed "
                              f"({type(exc).__name__})") from exc

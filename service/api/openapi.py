@@ -43,10 +43,18 @@ class SampleResponse(BaseModel):
     images: list[str] = Field(description="base64 PNG per grid, decoded by the model's decoder")
 
 
+class SamplingInfo(BaseModel):
+    temperature: float
+    guidance: float
+    top_k: int | None
+    top_p: float | None
+
+
 class PriorInfo(BaseModel):
     classes: int
     class_names: list[str]
     metrics: dict[str, Any] = Field(default_factory=dict)
+    sampling: SamplingInfo = Field(description="what /sample uses for the settings a request omits")
 
 
 class GridInfo(BaseModel):

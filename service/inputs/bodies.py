@@ -49,8 +49,9 @@ async def _multipart_images(request: Request, max_images: int) -> list[ImageUplo
     return [ImageUpload(f"images[{i}] ({(f.filename or '')[:64]})", bytes(f.data)) for i, f in enumerate(files)]
 
 
-def parse_json(body: bytes) -> Any:
-    """Strict JSON: no NaN/Infinity, nesting bounded; InvalidJSON (400) otherwise."""
+def parse_json(body: bytes, constants: bool = False) -> Any:
+    """Strict JSON: no NaN/Infinity (unless `constants`: then as floats, for a validator to name), nesting
+    bounded; InvalidJSON (400) otherwise."""
     if not body.strip():
         raise EmptyBody("the request body is empty; send a JSON object")
 
@@ -58,7 +59,7 @@ def parse_json(body: bytes) -> Any:
         raise InvalidJSON(f"{name} is not valid JSON; use numbers")
 
     try:
-        payload = json.loads(body, parse_constant=reject_constant)
+        payload = json.loads(body, parse_constant=float if constants else reject_constant)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise InvalidJSON(f"the body is not valid JSON ({str(exc)[:120]})") from exc
     if _depth(payload, MAX_JSON_DEPTH + 1) > MAX_JSON_DEPTH:

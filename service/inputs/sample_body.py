@@ -18,7 +18,15 @@ class SampleRequest(BaseModel):
     label: int | str | None = Field(None, alias="class",
                                     description="class index or name (GET /v1/models/{name}: prior.class_names); "
                                                 "omit for no class")
-    temperature: float = Field(1.0, ge=0, le=10, description="softmax temperature; 0 takes the likeliest code")
+    temperature: float | None = Field(None, ge=0, le=10, allow_inf_nan=False,
+                                      description="softmax temperature; 0 takes the likeliest code; omitted: the "
+                                                  "model's default (GET /v1/models/{name}: prior.sampling)")
+    guidance: float | None = Field(None, ge=0, le=100, allow_inf_nan=False,
+                                   description="classifier-free guidance g: logits = uncond + (1 + g)·(cond − uncond); "
+                                               "0 is off; omitted: the model's default, chosen by measurement")
+    top_k: int | None = Field(None, ge=1, description="draw among the k likeliest codes only (k ≤ the codebook size)")
+    top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False,
+                                description="draw among the likeliest codes whose probabilities reach p (nucleus)")
     seed: int | None = Field(None, ge=0, lt=1 << 63, description="the same seed draws the same grids; "
                                                                "omitted: a random one, returned in the response")
 
@@ -39,4 +47,5 @@ async def read_sample_request(request: Request, scope: ReadScope) -> SampleReque
         raise UnsupportedMediaType(f"content type {kind[:80]!r} is not accepted; send application/json")
     async with scope.reading():
         body = await request.body()
-    return validated(parse_json(body) if body.strip() else {})
+    # NaN and infinities are let through the JSON parser here, so that validation names their field.
+    return validated(parse_json(body, constants=True) if body.strip() else {})

@@ -2,7 +2,7 @@
 
     plan = plan_encode(model, uploads, query, settings)   # image headers only: size, 4xx, runs, bytes
     plan = plan_decode(model, body_bytes, (n, h, w), png_response)
-    plan = plan_sample(model, request, settings, png_response)
+    plan = plan_sample(model, SampleQuery(count=8, label=3), settings, png_response)
 
 Images are decoded a run at a time; a run holds at most `model.run_pixels` pixels, so batches are
 split by pixels, and an image or grid larger than a run is processed in tiles with the model's
@@ -18,9 +18,10 @@ import secrets
 from dataclasses import dataclass, replace
 
 from contract.formats import DEFAULT_FORMAT, OutputFormat
+from contract.guided_sampling import InvalidSampling, Sampling
 from contract.prior_coding import CHUNK_GRIDS
 from contract.streams import MissingCoder
-from runtime import ImageTooLarge, TooManyImages
+from runtime import ImageTooLarge, InvalidParameter, TooManyImages
 from runtime.images import ImageUpload, Resize, check_image_size, encode_size, read_header
 from runtime.memory_estimates import decode_request_bytes, encode_request_bytes
 from runtime.prior_sampler import require_prior
@@ -62,11 +63,24 @@ class RunPlan:
 
 
 @dataclass(frozen=True)
+class SampleQuery:
+    """What a sample request asks for; None: the prior's default (model.json's prior.sampling)."""
+
+    count: int = 1
+    label: int | str | None = None
+    temperature: float | None = None
+    guidance: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
 class SamplePlan:
     decode: RunPlan  # decoding the drawn grids
     count: int
     label: int | None
-    temperature: float
+    rule: Sampling
     seed: int
 
 
@@ -144,15 +158,22 @@ def plan_decode(model: ServedModel, body_bytes: int, shape: tuple[int, int, int]
                    f"decoding {n} grid(s) of {h}×{w}", png_response=png_response)
 
 
-def plan_sample(model: ServedModel, count: int, requested_class: int | str | None, temperature: float,
-                seed: int | None, settings: Settings, png_response: bool) -> SamplePlan:
-    """404 for a model without a prior, 422 for a class it does not have, 413 over the image limit."""
+def plan_sample(model: ServedModel, query: SampleQuery, settings: Settings, png_response: bool) -> SamplePlan:
+    """404 for a model without a prior, 422 for a class it does not have or a setting out of range
+    (naming it), 413 over the image limit."""
     prior = require_prior(model.manifest, model.runtime.prior)
-    label = prior.label_of(requested_class)
-    if count > settings.max_images:
-        raise TooManyImages(f"count {count} is over this server's limit of {settings.max_images} per request")
-    decode = plan_decode(model, 0, (count, *prior.shape.grid), png_response=png_response)
-    walk = prior.shape.working_bytes(min(count, CHUNK_GRIDS))
-    decode = replace(decode, working_bytes=decode.working_bytes + walk, what=f"sampling {count} grid(s)")
-    drawn_seed = seed if seed is not None else secrets.randbits(53)  # exact in a JavaScript number too
-    return SamplePlan(decode, count, label, temperature, drawn_seed)
+    label = prior.label_of(query.label)
+    if query.count > settings.max_images:
+        raise TooManyImages(f"count {query.count} is over this server's limit of {settings.max_images} per request")
+    given = {k: v for k, v in (("temperature", query.temperature), ("guidance", query.guidance),
+                               ("top_k", query.top_k), ("top_p", query.top_p)) if v is not None}
+    rule = replace(prior.defaults, **given)  # type: ignore[arg-type]
+    try:
+        rule.check(prior.shape.codebook_size)
+    except InvalidSampling as exc:
+        raise InvalidParameter(f"body.{exc.message}") from None
+    decode = plan_decode(model, 0, (query.count, *prior.shape.grid), png_response=png_response)
+    walk = prior.walk_bytes(query.count, rule, label)
+    decode = replace(decode, working_bytes=decode.working_bytes + walk, what=f"sampling {query.count} grid(s)")
+    seed = query.seed if query.seed is not None else secrets.randbits(53)  # exact in a JavaScript number too
+    return SamplePlan(decode, query.count, label, rule, seed)

@@ -157,8 +157,8 @@ async def run_sample_request(model: ServedModel, plan: SamplePlan, scope: RunSco
     assert prior is not None  # plan_sample refused a model without one
 
     async def work() -> tuple[np.ndarray, list[bytes]]:
-        codes = await off_loop(lambda: prior.sample(plan.count, plan.label, plan.temperature, plan.seed,
-                                                    scope.stop), heavy=True)  # (count, h, w)
+        codes = await off_loop(lambda: prior.sample(plan.count, plan.label, plan.rule, plan.seed, scope.stop),
+                               heavy=True)  # (count, h, w)
         decoded = await run_decode(model, codes, plan.decode)
         assert decoded.pngs is not None
         return codes, decoded.pngs

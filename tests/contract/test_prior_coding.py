@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from contract.prior_coding import CHUNK_GRIDS, ID_BYTES, PriorCoder, WalkStopped, sample
+from contract.guided_sampling import Sampling, sample
+from contract.prior_coding import CHUNK_GRIDS, ID_BYTES, PriorCoder, WalkStopped
 from contract.streams import Header, InvalidStream, Kind, decode_stream, encode_stream
 from runtime.model_runtime import ModelRuntime, load_model
 
@@ -83,12 +84,12 @@ def test_the_crc_covers_the_codes_themselves(mnist: ModelRuntime, test_codes: np
 def test_sampling_is_a_function_of_the_seed(mnist: ModelRuntime) -> None:
     prior = mnist.prior
     assert prior is not None
-    a, b, c = (sample(prior.step, prior.shape, 70, 3, 1.0, seed) for seed in (5, 5, 6))
+    a, b, c = (sample(prior.step, prior.shape, 70, 3, Sampling(1.0), seed) for seed in (5, 5, 6))
     assert a.shape == (70, 7, 7) and a.dtype == np.int64 and a.min() >= 0 and a.max() < 512
     assert np.array_equal(a, b) and not np.array_equal(a, c)
-    greedy = [sample(prior.step, prior.shape, 2, 3, 0.0, seed) for seed in (1, 2)]
+    greedy = [sample(prior.step, prior.shape, 2, 3, Sampling(0.0), seed) for seed in (1, 2)]
     assert np.array_equal(greedy[0], greedy[1]) and np.array_equal(greedy[0][0], greedy[0][1])  # no randomness
-    assert not np.array_equal(sample(prior.step, prior.shape, 2, 4, 0.0, 1), greedy[0])  # the class matters
+    assert not np.array_equal(sample(prior.step, prior.shape, 2, 4, Sampling(0.0), 1), greedy[0])  # the class matters
 
 
 def test_a_stopped_walk_ends_at_once(mnist: ModelRuntime, test_codes: np.ndarray) -> None:
@@ -97,7 +98,7 @@ def test_a_stopped_walk_ends_at_once(mnist: ModelRuntime, test_codes: np.ndarray
     stop = threading.Event()
     stop.set()  # as a route does when its request times out or its client leaves
     with pytest.raises(WalkStopped):
-        sample(prior.step, prior.shape, 64, None, 1.0, 0, stop)
+        sample(prior.step, prior.shape, 64, None, Sampling(1.0), 0, stop)
     with pytest.raises(WalkStopped):
         prior.coder.bound(stop).encode(test_codes[:64])
     assert np.array_equal(prior.coder.decode(header(test_codes[:3]), prior.coder.encode(test_codes[:3])),
@@ -107,4 +108,5 @@ def test_a_stopped_walk_ends_at_once(mnist: ModelRuntime, test_codes: np.ndarray
 def test_a_tiny_tempered_draw_is_greedy_not_nan(mnist: ModelRuntime) -> None:
     prior = mnist.prior
     assert prior is not None
-    assert np.array_equal(sample(prior.step, prior.shape, 2, 5, 1e-300, 1), sample(prior.step, prior.shape, 2, 5, 0, 9))
+    tiny, greedy = (sample(prior.step, prior.shape, 2, 5, Sampling(t), seed) for t, seed in ((1e-300, 1), (0, 9)))
+    assert np.array_equal(tiny, greedy)

@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import pytest
 
+from contract.guided_sampling import Sampling
 from contract.manifest import load_manifest, sha256_of
 from export import prior as prior_export
 from export.parity import ParityError
@@ -69,8 +70,8 @@ def test_export_passes_the_gate_and_the_model_serves_with_it(small_prior: Path, 
 
     runtime = load_model(model_dir, "cpu", threads=1, warmup_runs=0)
     assert runtime.prior is not None
-    drawn = runtime.prior.sample(3, 4, 1.0, seed=11)
-    assert drawn.shape == (3, 7, 7) and np.array_equal(drawn, runtime.prior.sample(3, 4, 1.0, seed=11))
+    drawn = runtime.prior.sample(3, 4, Sampling(), seed=11)
+    assert drawn.shape == (3, 7, 7) and np.array_equal(drawn, runtime.prior.sample(3, 4, Sampling(), seed=11))
 
 
 @pytest.mark.slow
@@ -98,3 +99,38 @@ def test_the_pixelcnn_is_trained_for_comparison_but_not_exported(tmp_path: Path,
     checkpoint = train(tmp_path / "pixelcnn", data_dir, "--model.arch", "pixelcnn")
     with pytest.raises(CheckpointError, match="only the transformer"):
         export_prior(checkpoint, model_copy(tmp_path), str(data_dir))
+
+
+@pytest.mark.slow
+def test_the_cached_two_half_step_equals_two_full_forwards(small_prior: Path, tmp_path: Path) -> None:
+    """Guided sampling runs the class's sequences and the unconditional ones as one batch through the
+    exported step graph with its key/value cache; each half's logits must equal PyTorch's full
+    forward over the drawn grids, given the class and given none."""
+    import onnxruntime as ort
+    import torch
+
+    from contract.guided_sampling import sample
+    from contract.prior_coding import PriorShape, session_step
+    from export.prior import load_prior
+    from export.prior_graph import export_prior_graph
+    from training.checkpoint import load_checkpoint
+
+    prior = load_prior(load_checkpoint(small_prior))
+    export_prior_graph(prior, tmp_path / "prior.onnx")
+    session = ort.InferenceSession(str(tmp_path / "prior.onnx"), providers=["CPUExecutionProvider"])
+    cfg = prior.cfg
+    shape = PriorShape(cfg.layers, cfg.heads, cfg.width // cfg.heads, (7, 7), cfg.codebook_size, cfg.classes)
+    step, seen = session_step(session, cfg.layers), []
+
+    def recording(previous, t, labels, cache):  # type: ignore[no-untyped-def]
+        logits, new = step(previous, t, labels, cache)
+        seen.append(logits.copy())
+        return logits, new
+
+    n = 6
+    codes = sample(recording, shape, n, 3, Sampling(guidance=1.5), seed=2)  # (6, 7, 7)
+    logits = np.stack(seen, axis=1)  # (2n, T, K): the class's half, then the unconditional half
+    with torch.no_grad():
+        given = prior(torch.from_numpy(codes), torch.full((n,), 3)).numpy()  # (n, T, K)
+        none = prior(torch.from_numpy(codes), None).numpy()
+    assert np.abs(logits[:n] - given).max() < 1e-4 and np.abs(logits[n:] - none).max() < 1e-4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter
@@ -23,8 +24,10 @@ def describe(name: str, status: ModelStatus) -> dict[str, Any]:
             "grid": m.grid.model_dump(), "input": m.input.model_dump(), "metrics": m.metrics,
             "provider": status.provider,
         }
-        if m.prior is not None:
-            info["prior"] = {"classes": m.prior.classes, "class_names": m.prior.class_names, "metrics": m.prior.metrics}
+        prior = status.served.runtime.prior
+        if m.prior is not None and prior is not None:
+            info["prior"] = {"classes": m.prior.classes, "class_names": m.prior.class_names, "metrics": m.prior.metrics,
+                             "sampling": asdict(prior.defaults)}
     return info
 
 

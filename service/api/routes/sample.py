@@ -18,7 +18,7 @@ from service.api.openapi import ERROR_RESPONSES, SAMPLE_BODY, SampleResponse
 from service.api.request_scope import admitted, http_client_gone, prefers_png, reading_bytes
 from service.api.responses import sample_response
 from service.inputs.sample_body import read_sample_request
-from service.workflows.plan import plan_sample
+from service.workflows.plan import SampleQuery, plan_sample
 from service.workflows.run import run_sample_request
 
 router = APIRouter(tags=["codec"])
@@ -34,7 +34,8 @@ async def sample(request: Request, target: NamedTargetDep) -> Response:
     model, settings = target.model, target.settings
     async with admitted(target, reading_bytes(request, settings), http_client_gone(request)) as scope:
         body = await read_sample_request(request, scope)
-        plan = plan_sample(model, body.count, body.label, body.temperature, body.seed, settings,
+        query = SampleQuery(body.count, body.label, body.temperature, body.guidance, body.top_k, body.top_p, body.seed)
+        plan = plan_sample(model, query, settings,
                            png_response=body.count == 1 and prefers_png(request.headers.get("accept", "")))
         codes, pngs = await run_sample_request(model, plan, scope, settings)
         return sample_response(model.manifest, plan, codes, pngs)

@@ -123,3 +123,29 @@ def test_sampling_keeps_to_the_memory_budget_and_the_deadline(start_server) -> N
     with hurried.client() as client:
         late = client.post(SAMPLE, json={"count": 256})
         assert late.status_code == 504 and late.json()["error"]["code"] == "deadline_exceeded"
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    (b'{"guidance": -0.5}', "guidance"), (b'{"guidance": NaN}', "guidance"), (b'{"guidance": Infinity}', "guidance"),
+    (b'{"top_p": 0}', "top_p"), (b'{"top_p": 1.5}', "top_p"), (b'{"top_p": NaN}', "top_p"),
+    (b'{"top_k": 0}', "top_k"), (b'{"top_k": 513}', "top_k"), (b'{"top_k": 2.5}', "top_k"),
+    (b'{"temperature": NaN}', "temperature"),
+])
+def test_bad_sampling_settings_are_422_naming_the_field(client: httpx.Client, body: bytes, field: str) -> None:
+    response = client.post(SAMPLE, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_parameter" and f"body.{field}" in error["message"]
+
+
+def test_sampling_settings_change_the_draw_and_defaults_come_from_the_model(client: httpx.Client) -> None:
+    info = client.get("/v1/models/mnist").json()["prior"]
+    defaults = info["sampling"]
+    explicit = draw(client, count=4, seed=3, **{"class": 5, **{k: defaults[k] for k in
+                                                               ("temperature", "guidance", "top_k", "top_p")}})
+    assert draw(client, count=4, seed=3, **{"class": 5})["codes"] == explicit["codes"]  # omitted = the defaults
+    plain = draw(client, count=4, seed=3, **{"class": 5, "guidance": 0, "temperature": 1})
+    guided = draw(client, count=4, seed=3, **{"class": 5, "guidance": 3, "temperature": 1})
+    assert plain["codes"] != guided["codes"]
+    narrow = draw(client, count=4, seed=3, **{"class": 5, "top_k": 1, "guidance": 0})
+    assert narrow["codes"] == draw(client, count=4, seed=9, **{"class": 5, "temperature": 0, "guidance": 0})["codes"]

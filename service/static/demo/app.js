@@ -99,8 +99,11 @@ function editCell(td) {
   input.addEventListener("blur", commit, { once: true });
 }
 
+function showPair() { $("pair").hidden = false; $("empty").hidden = true; }
+
 async function showReconstruction() {
   const blob = await decodeToBlob(state.codes);
+  showPair();
   const old = $("recon").src;
   $("recon").src = URL.createObjectURL(blob);
   if (old.startsWith("blob:")) URL.revokeObjectURL(old);
@@ -112,6 +115,7 @@ async function encodeAndShow(blob) {
     say("");
     state.original = blob;
     $("original").src = URL.createObjectURL(blob);
+    showPair();
     const encoded = await (await encodeImage(blob)).json();
     state.codes = encoded.codes[0];
     state.edited.clear();
@@ -158,11 +162,15 @@ function setUpSampling() {
     "This model ships no prior to sample from.";
   const names = prior ? prior.class_names : [];
   $("sample-class").replaceChildren(new Option("any", ""), ...names.map((n, i) => new Option(n, String(i))));
+  if (prior) {  // the model's own defaults, chosen by measurement, preselected
+    $("temperature").value = String(prior.sampling.temperature);
+    $("guidance").value = String(prior.sampling.guidance);
+  }
 }
 
 async function showSamples() {
   const chosen = $("sample-class").value;
-  const request = { count: 8, temperature: Number($("temperature").value) };
+  const request = { count: 8, temperature: Number($("temperature").value), guidance: Number($("guidance").value) };
   if (chosen !== "") request.class = Number(chosen);
   const drawn = await (await api(`/v1/models/${state.model}/sample`, {
     method: "POST", body: JSON.stringify(request), headers: { "Content-Type": "application/json" } })).json();
@@ -170,7 +178,8 @@ async function showSamples() {
     const img = Object.assign(document.createElement("img"),
       { src: `data:image/png;base64,${png}`, alt: `sample ${i + 1}`, title: "edit these codes" });
     img.addEventListener("click", async () => {
-      state.codes = drawn.codes[i]; state.edited.clear();
+      state.codes = drawn.codes[i]; state.edited.clear(); state.original = null;
+      $("original").src = img.src;  // the sample itself stands as the original
       renderGrid(); await showReconstruction();
     });
     return img;

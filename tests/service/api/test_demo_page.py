@@ -155,13 +155,17 @@ def test_the_colour_model_shows_a_colour_reconstruction_of_a_photo(page: Page) -
 
 def test_sampling_new_digits_of_a_chosen_class(page: Page) -> None:
     page.wait_for_function("document.querySelectorAll('#sample-class option').length === 11")  # any, 0 … 9
+    defaults = httpx.get(page.url + "v1/models/mnist").json()["prior"]["sampling"]
+    assert float(page.input_value("#guidance")) == defaults["guidance"]  # the model's default, preselected
+    assert float(page.input_value("#temperature")) == defaults["temperature"]
     page.select_option("#sample-class", "3")
     page.fill("#temperature", "0.8")
+    page.fill("#guidance", "1.5")
     page.click("#sample")
     page.wait_for_function("document.querySelectorAll('#samples img').length === 8")
     seed = int(page.get_attribute("#samples", "data-seed") or "-1")
     again = httpx.post(page.url + "v1/models/mnist/sample",
-                       json={"count": 8, "class": 3, "temperature": 0.8, "seed": seed}).json()
+                       json={"count": 8, "class": 3, "temperature": 0.8, "guidance": 1.5, "seed": seed}).json()
     shown = page.eval_on_selector_all("#samples img", "imgs => imgs.map(i => i.src.split(',')[1])")
     assert len(shown) == 8
     for mine, theirs in zip(shown, again["images"], strict=True):  # what the API draws for that seed; the
@@ -175,6 +179,21 @@ def test_sampling_new_digits_of_a_chosen_class(page: Page) -> None:
     page.select_option("#model", "tiny-imagenet")
     page.wait_for_function("document.getElementById('sample').disabled === true")
     assert "no prior" in page.inner_text("#sample-note")
+
+
+def test_the_empty_page_shows_no_broken_images(page: Page) -> None:
+    page.wait_for_function("document.querySelectorAll('#batch figure').length === 8")
+    assert page.is_hidden("#pair") and page.is_visible("#empty")
+    broken = page.evaluate("""() => Array.from(document.images)
+        .filter((img) => img.offsetParent !== null && !(img.complete && img.naturalWidth > 0))
+        .map((img) => img.id || img.alt)""")
+    assert broken == []
+    page.click("#sample")
+    page.wait_for_function("document.querySelectorAll('#samples img').length === 8")
+    page.locator("#samples img").nth(0).click()  # a sample's codes: its own picture stands as the original
+    page.wait_for_function("document.getElementById('recon').dataset.version === '1'")
+    assert page.is_visible("#pair") and page.is_hidden("#empty")
+    assert page.evaluate("document.getElementById('original').naturalWidth") > 0
 
 
 def test_demo_can_be_turned_off(start_server) -> None:  # type: ignore[no-untyped-def]

@@ -22,6 +22,7 @@ decoded before it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import constriction
 import numpy as np
@@ -35,13 +36,30 @@ _RangeEncoder = constriction.stream.queue.RangeEncoder
 _RangeDecoder = constriction.stream.queue.RangeDecoder
 
 
-def save_model(path: Path, positional: np.ndarray, overall: np.ndarray, left: np.ndarray | None,
-               above: np.ndarray | None, betas: tuple[float, float]) -> None:
-    arrays = {"positional": positional.astype(np.uint32), "overall": overall.astype(np.uint32),
-              "betas": np.array(betas)}  # (β_left, β_above) for the record; decoding needs only the weights
+Tables = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, tuple[float, float]]
+
+
+def _arrays(tables: Tables, suffix: str = "") -> dict[str, np.ndarray]:
+    positional, overall, left, above, betas = tables
+    arrays = {"positional" + suffix: positional.astype(np.uint32), "overall" + suffix: overall.astype(np.uint32),
+              "betas" + suffix: np.array(betas)}  # (β_left, β_above) for the record; decoding needs the weights
     for name, weights in (("left", left), ("above", above)):
         if weights is not None:
-            arrays[name] = weights.astype(np.uint16)
+            arrays[name + suffix] = weights.astype(np.uint16)
+    return arrays
+
+
+def save_model(path: Path, positional: np.ndarray, overall: np.ndarray, left: np.ndarray | None,
+               above: np.ndarray | None, betas: tuple[float, float]) -> None:
+    with path.open("wb") as f:
+        np.savez_compressed(f, **_arrays((positional, overall, left, above, betas)))  # type: ignore[arg-type]
+
+
+def save_staged_model(path: Path, stages: list[Tables]) -> None:
+    """A residual model's: one set of tables per stage (key suffix _0, _1, ...) and their count."""
+    arrays = {"stages": np.array(len(stages))}
+    for s, tables in enumerate(stages):
+        arrays |= _arrays(tables, f"_{s}")
     with path.open("wb") as f:
         np.savez_compressed(f, **arrays)  # type: ignore[arg-type]
 
@@ -74,6 +92,10 @@ class EntropyModel:
         with np.load(path, allow_pickle=False) as data:
             return cls(data["positional"], data["overall"], data.get("left"), data.get("above"))
 
+    @property
+    def stages(self) -> None:
+        return None  # a single-stage model's grids
+
     def _weights(self, position: int, width: int, native: bool, columns: list[np.ndarray] | np.ndarray,
                  n: int) -> np.ndarray:
         """Integer weights (n, K) for the n symbols at `position`, given the columns decoded so far
@@ -93,26 +115,17 @@ class EntropyModel:
     def _columns(self, h: int, w: int) -> tuple[bool, int]:
         return (h, w) == self.grid, h * w
 
-    def encode(self, codes: np.ndarray) -> bytes:
-        """int (N, h, w) -> range-coded payload bytes."""
+    def encode_into(self, encoder: Any, codes: np.ndarray) -> None:
+        """int (N, h, w) into a range encoder (one of several models may share it, in turn)."""
         n, h, w = codes.shape
         native, positions = self._columns(h, w)
         columns = np.ascontiguousarray(codes.reshape(n, positions).T, dtype=np.int32)  # (h·w, N)
-        encoder = _RangeEncoder()
         for p in range(positions):
             encoder.encode(columns[p], self._family, self._table(n, p, w, native, columns))
-        words: np.ndarray = encoder.get_compressed()
-        return words.astype("<u4").tobytes()
 
-    def decode(self, header: Header, payload: bytes) -> np.ndarray:
-        """payload -> int64 (N, h, w); InvalidStream when it does not decode, or when it is not
-        exactly the encoding of what it decodes to: a range decoder reads missing words as zeros, so
-        a cut or altered payload would otherwise decode, silently, to other codes."""
-        if len(payload) % 4:
-            raise InvalidStream("entropy payload is not a whole number of 32-bit words")
-        n, h, w = header.count, header.height, header.width
+    def decode_from(self, decoder: Any, n: int, h: int, w: int) -> np.ndarray:
+        """int64 (n, h, w) from a range decoder, in the order encode_into wrote them."""
         native, positions = self._columns(h, w)
-        decoder = _RangeDecoder(np.frombuffer(payload, "<u4").astype(np.uint32))
         columns: list[np.ndarray] = []
         try:
             for p in range(positions):
@@ -120,10 +133,20 @@ class EntropyModel:
                 columns.append(np.asarray(decoder.decode(self._family, table), np.int64))
         except Exception as exc:  # constriction reports undecodable data with its own exceptions
             raise InvalidStream("entropy payload does not decode") from exc
-        codes = np.stack(columns, axis=1).reshape(n, h, w)
-        if self.encode(codes) != payload:
-            raise InvalidStream("entropy payload does not decode: it is cut short, extended or altered")
-        return codes
+        return np.stack(columns, axis=1).reshape(n, h, w)
+
+    def encode(self, codes: np.ndarray) -> bytes:
+        """int (N, h, w) -> range-coded payload bytes."""
+        encoder = _RangeEncoder()
+        self.encode_into(encoder, codes)
+        return _words(encoder)
+
+    def decode(self, header: Header, payload: bytes) -> np.ndarray:
+        """payload -> int64 (N, h, w); InvalidStream when it does not decode, or when it is not
+        exactly the encoding of what it decodes to: a range decoder reads missing words as zeros, so
+        a cut or altered payload would otherwise decode, silently, to other codes."""
+        codes = self.decode_from(_decoder(payload), header.count, header.height, header.width)
+        return _checked(codes, self.encode(codes), payload)
 
     def ideal_bytes(self, codes: np.ndarray) -> float:
         """Σ −log2 p over the codes, in bytes: what a perfect coder would need with this model."""
@@ -136,3 +159,63 @@ class EntropyModel:
             chosen = table[np.arange(n), columns[p]] / table.sum(axis=1)
             bits -= float(np.log2(chosen).sum())
         return bits / 8
+
+
+def _words(encoder: Any) -> bytes:
+    words: np.ndarray = encoder.get_compressed()
+    return words.astype("<u4").tobytes()
+
+
+def _decoder(payload: bytes) -> Any:
+    if len(payload) % 4:
+        raise InvalidStream("entropy payload is not a whole number of 32-bit words")
+    return _RangeDecoder(np.frombuffer(payload, "<u4").astype(np.uint32))
+
+
+def _checked(codes: np.ndarray, again: bytes, payload: bytes) -> np.ndarray:
+    if again != payload:
+        raise InvalidStream("entropy payload does not decode: it is cut short, extended or altered")
+    return codes
+
+
+class StagedEntropyModel:
+    """A residual model's entropy model: one static model per stage; a grid's first k stages are
+    coded stage after stage into one range coder (stage 0's positions for every grid, then stage 1's)."""
+
+    def __init__(self, models: list[EntropyModel]) -> None:
+        self.models = models
+        self.grid, self.codebook_size = models[0].grid, models[0].codebook_size
+
+    @property
+    def stages(self) -> int:
+        return len(self.models)
+
+    @classmethod
+    def load(cls, path: Path) -> StagedEntropyModel:
+        with np.load(path, allow_pickle=False) as data:
+            return cls([EntropyModel(data[f"positional_{s}"], data[f"overall_{s}"], data.get(f"left_{s}"),
+                                     data.get(f"above_{s}")) for s in range(int(data["stages"]))])
+
+    def encode(self, codes: np.ndarray) -> bytes:
+        """int (N, k, h, w), k ≤ the model's stages -> payload bytes."""
+        encoder = _RangeEncoder()
+        for stage in range(codes.shape[1]):
+            self.models[stage].encode_into(encoder, np.ascontiguousarray(codes[:, stage]))
+        return _words(encoder)
+
+    def decode(self, header: Header, payload: bytes) -> np.ndarray:
+        """payload -> int64 (N, k, h, w); InvalidStream as EntropyModel.decode."""
+        k = header.stages or 1
+        if k > self.stages:
+            raise InvalidStream(f"the stream holds {k} stages; this entropy model codes {self.stages}")
+        decoder = _decoder(payload)
+        codes = np.stack([self.models[s].decode_from(decoder, header.count, header.height, header.width)
+                          for s in range(k)], axis=1)
+        return _checked(codes, self.encode(codes), payload)
+
+
+def load_entropy_model(path: Path) -> EntropyModel | StagedEntropyModel:
+    """The file's model: one set of tables, or one per stage (a residual model's)."""
+    with np.load(path, allow_pickle=False) as data:
+        staged = "stages" in data.files
+    return StagedEntropyModel.load(path) if staged else EntropyModel.load(path)

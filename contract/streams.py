@@ -6,18 +6,21 @@
 Layout (integers big-endian; "varint" is LEB128):
 
     magic    2 bytes  b"VQ"
-    version  1 byte   FORMAT_VERSION
+    version  1 byte   1 (a single-stage model's grids), or 2 (a residual model's: `stages` follows `count`)
     kind     1 byte   1 = packed (fixed length), 2 = entropy-coded, 3 = coded with the learned prior
     model    1 byte length + UTF-8 name, 1 byte length + UTF-8 version
-    K        varint   codebook size
+    K        varint   codebook size (per stage)
     h, w     varint   grid size
     count    varint   number of grids
-    payload           packed: count·h·w indices of ceil(log2 K) bits, row-major, zero-padded to a byte
+    stages   varint   version 2 only: k, the first k of the model's stages, each grid (k, h, w)
+    payload           packed: count·k·h·w indices of ceil(log2 K) bits, row-major (grid, stage, row,
+                      column), zero-padded to a byte
                       entropy: range-coded indices (see entropy_model.py), as little-endian 32-bit words
                       prior: the prior's id, a CRC32 of the codes, range-coded words (see prior_coding.py)
     crc32    4 bytes  of everything above, so truncation and corruption never decode silently
 
-A stream is only decoded by the model that made it (name, version and K must match).
+A stream is only decoded by the model that made it (name, version and K must match). Grids are
+int (N, h, w) for a single-stage model and (N, k, h, w) for a residual one (stage axis second).
 """
 
 from __future__ import annotations
@@ -27,19 +30,18 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from contract import ContractError
 from contract.manifest import Manifest
 
-if TYPE_CHECKING:  # entropy_model imports Header from here
-    from contract.entropy_model import EntropyModel
-
 MAGIC = b"VQ"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # single-stage grids: the layout every stream had before residual models
+STAGED_VERSION = 2  # grids of a residual model: `stages` after `count`
 MAX_GRIDS = 1 << 20
+MAX_STAGES = 64
 
 
 class InvalidStream(ContractError):
@@ -69,15 +71,28 @@ class Header:
     height: int
     width: int
     count: int
+    stages: int | None = None  # k stages per grid of a residual model; None: a single-stage model's grids
 
     @property
     def bits_per_code(self) -> int:
         return max(1, math.ceil(math.log2(self.codebook_size)))
 
+    @property
+    def grid_shape(self) -> tuple[int, ...]:
+        """One grid's codes: (h, w), or (k, h, w) for a residual model."""
+        return (self.height, self.width) if self.stages is None else (self.stages, self.height, self.width)
+
+    @property
+    def codes(self) -> int:
+        return self.count * math.prod(self.grid_shape)
+
     def to_bytes(self) -> bytes:
         name, version = self.model.encode(), self.version.encode()
-        return (MAGIC + bytes([FORMAT_VERSION, self.kind, len(name)]) + name + bytes([len(version)]) + version
-                + b"".join(_varint(v) for v in (self.codebook_size, self.height, self.width, self.count)))
+        sizes = [self.codebook_size, self.height, self.width, self.count]
+        sizes += [] if self.stages is None else [self.stages]
+        layout = FORMAT_VERSION if self.stages is None else STAGED_VERSION
+        return (MAGIC + bytes([layout, self.kind, len(name)]) + name + bytes([len(version)]) + version
+                + b"".join(_varint(v) for v in sizes))
 
 
 class PayloadCoder(Protocol):
@@ -127,8 +142,9 @@ def parse_header(data: bytes) -> tuple[Header, int]:
         raise InvalidStream("not a code stream: bad magic (expected a stream made by /encode with a binary "
                             "?format=)")
     version, kind = r.take(1, "version")[0], r.take(1, "kind")[0]
-    if version != FORMAT_VERSION:
-        raise InvalidStream(f"stream format version {version} is not supported (this server reads {FORMAT_VERSION})")
+    if version not in (FORMAT_VERSION, STAGED_VERSION):
+        raise InvalidStream(f"stream format version {version} is not supported (this server reads "
+                            f"{FORMAT_VERSION} and {STAGED_VERSION})")
     if kind not in tuple(Kind):
         raise InvalidStream(f"unknown stream kind {kind}")
     try:
@@ -137,9 +153,12 @@ def parse_header(data: bytes) -> tuple[Header, int]:
     except UnicodeDecodeError as exc:
         raise InvalidStream("malformed header: model name is not UTF-8") from exc
     k, h, w, count = (r.varint(what) for what in ("codebook size", "grid height", "grid width", "count"))
+    stages = r.varint("stages") if version == STAGED_VERSION else None
     if not (2 <= k <= 1 << 16 and 1 <= h <= 4096 and 1 <= w <= 4096 and 1 <= count <= MAX_GRIDS):
         raise InvalidStream(f"implausible header: K={k}, grid {h}×{w}, {count} grids")
-    return Header(Kind(kind), model, model_version, k, h, w, count), r.pos
+    if stages is not None and not 1 <= stages <= MAX_STAGES:
+        raise InvalidStream(f"implausible header: {stages} stages")
+    return Header(Kind(kind), model, model_version, k, h, w, count, stages), r.pos
 
 
 def pack(codes: np.ndarray, bits: int) -> bytes:
@@ -172,7 +191,7 @@ def unseal(stream: bytes) -> bytes:
 
 
 def packed_payload_size(header: Header) -> int:
-    return math.ceil(header.count * header.height * header.width * header.bits_per_code / 8)
+    return math.ceil(header.codes * header.bits_per_code / 8)
 
 
 def write_packed(header: Header, codes: np.ndarray) -> bytes:
@@ -183,13 +202,13 @@ def read_packed(header: Header, payload: bytes) -> np.ndarray:
     expected = packed_payload_size(header)
     if len(payload) != expected:
         raise InvalidStream(f"packed payload is {len(payload)} bytes; the header implies {expected}")
-    codes = unpack(payload, header.bits_per_code, header.count * header.height * header.width)
+    codes = unpack(payload, header.bits_per_code, header.codes)
     if int(codes.max(initial=0)) >= header.codebook_size:
         raise InvalidStream(f"stream holds code {int(codes.max())} ≥ K={header.codebook_size}")
-    return codes.reshape(header.count, header.height, header.width)
+    return codes.reshape(header.count, *header.grid_shape)
 
 
-def _coder(kind: Kind, manifest: Manifest, entropy: EntropyModel | None, prior: PayloadCoder | None,
+def _coder(kind: Kind, manifest: Manifest, entropy: PayloadCoder | None, prior: PayloadCoder | None,
            doing: str) -> PayloadCoder:
     coder = entropy if kind is Kind.ENTROPY else prior
     if coder is None:
@@ -198,19 +217,29 @@ def _coder(kind: Kind, manifest: Manifest, entropy: EntropyModel | None, prior: 
     return coder
 
 
-def encode_stream(codes: np.ndarray, kind: Kind, manifest: Manifest, entropy: EntropyModel | None,
+def stream_header(codes: np.ndarray, kind: Kind, manifest: Manifest) -> Header:
+    """The header of `codes`: (N, h, w), or (N, k, h, w) for a residual model."""
+    staged = manifest.quantizer.stages > 1
+    if codes.ndim != (4 if staged else 3):
+        raise InvalidStream(f"codes of shape {codes.shape} are not grids of model {manifest.name!r}")
+    n, h, w = codes.shape[0], codes.shape[-2], codes.shape[-1]
+    return Header(kind, manifest.name, manifest.version, manifest.codebook_size, h, w, n,
+                  codes.shape[1] if staged else None)
+
+
+def encode_stream(codes: np.ndarray, kind: Kind, manifest: Manifest, entropy: PayloadCoder | None,
                   prior: PayloadCoder | None = None) -> bytes:
-    n, h, w = codes.shape
-    header = Header(kind, manifest.name, manifest.version, manifest.codebook_size, h, w, n)
+    header = stream_header(codes, kind, manifest)
     if kind is Kind.PACKED:
         return write_packed(header, codes)
     return seal(header.to_bytes() + _coder(kind, manifest, entropy, prior, "to code with").encode(codes))
 
 
-def decode_stream(stream: bytes, manifest: Manifest, entropy: EntropyModel | None,
+def decode_stream(stream: bytes, manifest: Manifest, entropy: PayloadCoder | None,
                   check: Callable[[Header], None] = lambda header: None, prior: PayloadCoder | None = None
                   ) -> np.ndarray:
-    """bytes -> int64 (N, h, w); `check` sees the header (limits) before any payload is decoded."""
+    """bytes -> int64 (N, h, w), or (N, k, h, w) for a residual model; `check` sees the header (limits)
+    before any payload is decoded."""
     body = unseal(stream)
     header, offset = parse_header(body)
     check(header)
@@ -220,6 +249,10 @@ def decode_stream(stream: bytes, manifest: Manifest, entropy: EntropyModel | Non
             f"this stream was made by model {header.model!r} {header.version} (K={header.codebook_size}); "
             f"it cannot be decoded by {manifest.name!r} {manifest.version} (K={manifest.codebook_size})"
         )
+    stages = manifest.quantizer.stages
+    if (header.stages is None) != (stages == 1) or (header.stages or 1) > stages:
+        raise InvalidStream(f"the stream holds {header.stages or 1} stage(s) of codes per grid; model "
+                            f"{manifest.name!r} has {stages}")
     payload = body[offset:]
     if header.kind is Kind.PACKED:
         return read_packed(header, payload)

@@ -42,11 +42,18 @@ BETAS = (0.0, 0.3, 0.5, 0.7, 0.85)
 SIDES = ("left", "above")
 
 
+NEIGHBOUR_MAX_CODES = 1024  # the (K, K) neighbour tables are fitted up to this K (16,384² would be 512 MB)
+
+
 def fit(train_codes: np.ndarray, codebook_size: int, betas: tuple[float, ...] = BETAS, held_out: float = 0.1
         ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, tuple[float, float]]:
     """Choose (β_left, β_above) on held-out training codes, then refit every count on all of them.
+    Above NEIGHBOUR_MAX_CODES codes only the positional and overall counts are fitted (β = 0).
 
     -> positional counts, overall counts, left and above weights (None where β = 0 wins), the βs."""
+    if codebook_size > NEIGHBOUR_MAX_CODES:
+        positional, overall = count_codes(train_codes, codebook_size)
+        return positional, overall, None, None, (0.0, 0.0)
     cut = int(len(train_codes) * (1 - held_out))
     fit_part, check_part = train_codes[:cut], train_codes[cut:]
     positional, overall = count_codes(fit_part, codebook_size)

@@ -21,7 +21,7 @@ import onnx
 import onnxruntime
 import torch
 
-from contract.entropy_model import COUNTS_FILE, save_model
+from contract.entropy_model import COUNTS_FILE, save_model, save_staged_model
 from contract.manifest import (
     GRAPHS,
     MANIFEST_NAME,
@@ -47,8 +47,6 @@ from training.run_data import RunSplit, center_crops, eval_images, readable_imag
 PLACEHOLDER_SHA = "0" * 64
 GRID_PREVIEW = "reconstructions.png"
 WEIGHTS = "checkpoint.pt"
-# The entropy model's neighbour tables are K × K: fitted only for one-stage models with K up to this.
-ENTROPY_MAX_CODES = 1024
 
 
 def native_size(ckpt: dict[str, Any]) -> int:
@@ -89,17 +87,17 @@ def build_graphs(model: VQVAE, draft: Manifest, scratch: Path, upsample: Upsampl
     return paths
 
 
-def entropy_model_fits(model: VQVAE) -> bool:
-    """One stage and K ≤ ENTROPY_MAX_CODES: the static context model's (K, K) tables stay small."""
-    return model.quantizer.stages == 1 and model.quantizer.codebook_size <= ENTROPY_MAX_CODES
-
-
 @torch.no_grad()
 def fit_entropy_model(model: VQVAE, train_images: np.ndarray, path: Path) -> None:
-    """The static probability model for entropy-coded streams, fitted on the training set's codes."""
-    _, codes = reconstruct(model, train_images)  # (N, h, w) at the native size
-    positional, overall, left, above, betas = fit(codes, model.quantizer.codebook_size)
-    save_model(path, positional, overall, left, above, betas)
+    """The static probability model for entropy-coded streams, fitted on the training set's codes:
+    one model for a single-stage quantizer, one per stage for residual VQ (neighbour tables only
+    where K is small enough: export/entropy_fit.py)."""
+    _, codes = reconstruct(model, train_images)  # (N, h, w), or (N, S, h, w), at the native size
+    k = model.quantizer.codebook_size
+    if codes.ndim == 3:
+        save_model(path, *fit(codes, k))
+    else:
+        save_staged_model(path, [fit(np.ascontiguousarray(codes[:, s]), k) for s in range(codes.shape[1])])
 
 
 def save_weights(ckpt: dict[str, Any], path: Path) -> None:
@@ -183,8 +181,7 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, name: str | None = None, 
         recon, _ = reconstruct(model, data.native[:64])
         save_reconstruction_grid(data.native[:64], recon, scratch / GRID_PREVIEW)
         save_weights(ckpt, scratch / WEIGHTS)
-        if entropy_model_fits(model):  # else no entropy model: manifest entropy_model is null
-            fit_entropy_model(model, data.train, scratch / COUNTS_FILE)
+        fit_entropy_model(model, data.train, scratch / COUNTS_FILE)
         manifest = finalise_manifest(draft, paths, scratch, report, metrics, resources)
         publish(scratch, out_dir, manifest)
     finally:

@@ -59,14 +59,15 @@ def mib(nbytes: float) -> str:
 
 
 def encode_request_bytes(body_bytes: int, sizes: list[tuple[int, int]], largest_decode: int,
-                         channels: int, downsample: int, run_pixels: int, json_output: bool) -> int:
+                         channels: int, downsample: int, run_pixels: int, json_output: bool, stages: int = 1) -> int:
     """An /encode request: its body, decoding its costliest image (`largest_decode`, from the
-    headers), the pixels of the run in hand (uint8 and float32), and its codes (JSON or a stream).
+    headers), the pixels of the run in hand (uint8 and float32), and its codes (JSON or a stream;
+    `stages` grids of codes per image for a residual model).
 
     sizes: the (H, W) each image is encoded at."""
-    largest = max((h * w for h, w in sizes), default=0)
-    in_hand = max(largest, min(run_pixels, sum(h * w for h, w in sizes))) * channels * (1 + 4)
-    codes = sum(h * w for h, w in sizes) // downsample**2
+    largest = max((h * w for h, w in sizes), default=0) * stages
+    in_hand = max(largest // stages, min(run_pixels, sum(h * w for h, w in sizes))) * channels * (1 + 4)
+    codes = sum(h * w for h, w in sizes) // downsample**2 * stages
     if json_output:
         outputs = codes * (8 + JSON_TEXT_BYTES_PER_CODE) + largest // downsample**2 * JSON_OBJECT_BYTES_PER_CODE
     else:
@@ -85,20 +86,23 @@ def body_bytes(media_type: str, declared: int) -> int:
     return declared
 
 
-def stream_decode_bytes(count: int, height: int, width: int, entropy: bool, prior_walk: int = 0) -> int:
-    """Decoding a packed, entropy or prior stream of `count` h×w grids into int64 codes. The entropy
-    decoder keeps one small array per grid position until it stacks them, and re-encodes to check;
-    the prior's decoder holds its walk's cache (`prior_walk` bytes, PriorShape.working_bytes)."""
-    codes = count * height * width * 8
-    per_position = (160 + 8 * count) * height * width if entropy else 0
-    return 2 * codes + per_position + prior_walk
+def stream_decode_bytes(count: int, height: int, width: int, entropy: bool, prior_walk: int = 0, stages: int = 1,
+                        codebook_size: int = 512) -> int:
+    """Decoding a packed, entropy or prior stream of `count` h×w grids (`stages` each) into int64
+    codes. The entropy decoder keeps one small array per grid position until it stacks them, builds
+    one position's (count, K) float64 table at a time, and re-encodes to check; the prior's decoder
+    holds its walk's cache (`prior_walk` bytes, PriorShape.working_bytes)."""
+    cells = count * height * width * stages
+    per_position = (160 * height * width * stages + 8 * cells + 16 * count * codebook_size) if entropy else 0
+    return 2 * cells * 8 + per_position + prior_walk
 
 
 def decode_request_bytes(body_bytes: int, count: int, height: int, width: int, channels: int,
-                         downsample: int, png_response: bool) -> int:
+                         downsample: int, png_response: bool, stages: int = 1) -> int:
     """A /decode request after its grids are parsed: body, codes, one image being assembled, and
     every PNG (and, for JSON, its base64 text) held until the response is sent."""
     image_pixels = height * width * downsample**2
     png = image_pixels * channels * PNG_OVERHEAD + PNG_FIXED_BYTES
     response = count * png * (1 if png_response else 1 + BASE64_COPIES)
-    return body_bytes + count * height * width * 8 + image_pixels * channels * (1 + 4) + math.ceil(response)
+    codes = count * stages * height * width * 8
+    return body_bytes + codes + image_pixels * channels * (1 + 4) + math.ceil(response)

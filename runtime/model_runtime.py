@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 import onnxruntime as ort
 
-from contract.entropy_model import EntropyModel
+from contract.entropy_model import EntropyModel, StagedEntropyModel, load_entropy_model
 from contract.manifest import GRAPH_IO, GRAPHS, METADATA_PREFIX, Manifest, load_manifest, verify_files
 from runtime import ModelLoadError, ProviderError
 from runtime.host_limits import release_freed_memory
@@ -106,15 +106,27 @@ class ModelRuntime:
     manifest: Manifest
     sessions: dict[str, GraphSession]
     provider: str  # the provider onnxruntime really runs, e.g. CPUExecutionProvider
-    entropy: EntropyModel | None = None  # for entropy-coded streams, when the model ships one
+    entropy: EntropyModel | StagedEntropyModel | None = None  # for entropy-coded streams, when shipped
     prior: PriorRuntime | None = None  # sampling and prior-coded streams, when the model ships one
 
     @property
     def name(self) -> str:
         return self.manifest.name
 
+    @property
+    def stages(self) -> int:
+        """S: code grids per image (1 unless the model is residual)."""
+        return self.manifest.quantizer.stages
+
+    @property
+    def grid_shape(self) -> tuple[int, ...]:
+        """One native image's codes: (h, w), or (S, h, w) for a residual model (stage axis first)."""
+        hw = (self.manifest.grid.height, self.manifest.grid.width)
+        return hw if self.stages == 1 else (self.stages, *hw)
+
     def encode(self, images: np.ndarray) -> np.ndarray:
-        """float32 (N, C, H, W) in [0, 1] -> int64 indices (N, H/4, W/4)."""
+        """float32 (N, C, H, W) in [0, 1] -> int64 indices (N, H/f, W/f), or (N, S, H/f, W/f) for a
+        residual model (every stage)."""
         latent = self.sessions["encoder"].run("latent", {"image": images})  # (N, D, h, w)
         indices = self.sessions["quantizer"].run("indices", {"latent": latent})
         del latent
@@ -122,7 +134,7 @@ class ModelRuntime:
         return indices
 
     def decode(self, indices: np.ndarray) -> np.ndarray:
-        """int64 (N, h, w) -> float32 images (N, C, 4h, 4w) in [0, 1]."""
+        """int64 (N, h, w), or (N, k, h, w) with 1 ≤ k ≤ S -> float32 images (N, C, fh, fw) in [0, 1]."""
         images = self.sessions["decoder"].run("image", {"indices": indices})
         _trim_after(images.shape[0] * images.shape[2] * images.shape[3])
         return images
@@ -136,7 +148,7 @@ class ModelRuntime:
             blank = np.zeros((n, m.input.channels, m.input.height, m.input.width), np.float32)
             indices = self.encode(blank)  # (n, h, w)
             images = self.decode(indices)  # (n, C, H, W)
-            expected_grid = (n, m.grid.height, m.grid.width)
+            expected_grid = (n, *self.grid_shape)
             expected_image = (n, m.input.channels, m.input.height, m.input.width)
             if indices.shape != expected_grid or images.shape != expected_image:
                 raise ModelLoadError(
@@ -147,14 +159,16 @@ class ModelRuntime:
             raise ModelLoadError(f"{m.name}: graphs produce {indices.dtype} indices and {images.dtype} images")
 
 
-def _load_entropy(manifest: Manifest, model_dir: Path) -> EntropyModel | None:
+def _load_entropy(manifest: Manifest, model_dir: Path) -> EntropyModel | StagedEntropyModel | None:
     if manifest.entropy_model is None:
         return None
     try:
-        model = EntropyModel.load(model_dir / manifest.entropy_model.path)
+        model = load_entropy_model(model_dir / manifest.entropy_model.path)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(f"{manifest.name}: {manifest.entropy_model.path} is not a valid entropy model") from exc
-    if model.codebook_size != manifest.codebook_size or model.grid != (manifest.grid.height, manifest.grid.width):
+    stages = manifest.quantizer.stages
+    if model.codebook_size != manifest.codebook_size or model.grid != (manifest.grid.height, manifest.grid.width) \
+            or (model.stages or 1) != stages or (model.stages is None) != (stages == 1):
         raise ModelLoadError(f"{manifest.name}: the entropy model's shape disagrees with model.json")
     return model
 

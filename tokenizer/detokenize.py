@@ -49,11 +49,12 @@ def restore(tokens: Path, out: Path, model_dir: Path, batch: int = 64) -> int:
 def decode_rows(runtime: object, rows: list[Row]) -> list[tuple[Row, np.ndarray]]:
     """Rows -> (row, uint8 (H, W, C)), grids of one size decoded together."""
     out = []
-    by_size: dict[tuple[int, int], list[Row]] = {}
-    for row in rows:
-        by_size.setdefault((row.height, row.width), []).append(row)
-    for (h, w), group in by_size.items():
-        grids = np.array([r.codes for r in group], np.int64).reshape(len(group), h, w)
+    by_size: dict[tuple[int, ...], list[Row]] = {}
+    for row in rows:  # (h, w), or (stages, h, w) for a residual model
+        by_size.setdefault((row.height, row.width) if row.stages is None else (row.stages, row.height, row.width),
+                           []).append(row)
+    for shape, group in by_size.items():
+        grids = np.array([r.codes for r in group], np.int64).reshape(len(group), *shape)
         images = to_uint8(runtime.decode(grids))  # type: ignore[attr-defined]
         out += list(zip(group, images, strict=True))
     return out

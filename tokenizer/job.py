@@ -40,9 +40,11 @@ class Job:
 
     def describe(self) -> dict[str, object]:
         manifest = load_manifest(self.model_dir)
+        stages = manifest.quantizer.stages
         return {"model": {"name": manifest.name, "version": manifest.version,
                           "graphs": {g: manifest.file(g).sha256 for g in GRAPHS}},
-                "codebook_size": manifest.codebook_size, "source": self.source, "shard_size": self.shard_size}
+                "codebook_size": manifest.codebook_size, **({"stages": stages} if stages > 1 else {}),
+                "source": self.source, "shard_size": self.shard_size}
 
 
 def shard_count(total: int, shard_size: int) -> int:
@@ -73,9 +75,9 @@ class ShardEncoder:
         rows: dict[int, Row] = {}
         failed: list[tuple[int, Failure]] = []
         for group in self._runs(indices, failed):
-            for i, codes in zip(group.indices, self._encode(group.pixels), strict=True):  # codes (h, w)
-                rows[i] = Row(self.inputs.key(i), self.inputs.label(i), codes.shape[0], codes.shape[1],
-                              codes.reshape(-1).tolist())
+            for i, codes in zip(group.indices, self._encode(group.pixels), strict=True):  # codes ([S,] h, w)
+                rows[i] = Row(self.inputs.key(i), self.inputs.label(i), codes.shape[-2], codes.shape[-1],
+                              codes.reshape(-1).tolist(), codes.shape[0] if codes.ndim == 3 else None)
         return rows, failed
 
     def _runs(self, indices: Iterable[int], failed: list[tuple[int, Failure]]) -> Iterator[_Run]:
@@ -103,19 +105,19 @@ class ShardEncoder:
             yield current
 
     def _encode(self, images: list[np.ndarray]) -> np.ndarray:
-        """Same-size uint8 images (H, W, C) -> int64 codes (n, h, w); tiled when one image exceeds a run."""
+        """Same-size uint8 images (H, W, C) -> int64 codes (n, [S,] h, w); tiled when one image exceeds a run."""
         m = self.runtime.manifest
         batch = np.stack(images).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255)  # (n, C, H, W)
         height, width = batch.shape[2:]
         if len(images) > 1 or height * width <= self.run_pixels or self.costs.encoder_halo is None:
             return self.runtime.encode(batch)
         h, w = height // m.downsample, width // m.downsample
-        codes = np.empty((1, h, w), np.int64)
+        codes = np.empty((1, *self.runtime.grid_shape[:-2], h, w), np.int64)  # stage axis of a residual model
         for tile in plan_tiles(h, w, self.run_pixels // m.downsample**2, self.costs.encoder_halo):
             (rows, cols), _, _ = tile.in_pixels(m.downsample)
             part = self.runtime.encode(np.ascontiguousarray(batch[:, :, rows, cols]))
             core_rows, core_cols = tile.core_in_outer
-            codes[0][tile.core] = part[0, core_rows, core_cols]
+            codes[0][(..., *tile.core)] = part[0][..., core_rows, core_cols]
         return codes
 
 

@@ -3,7 +3,9 @@
     OUT_DIR/manifest.json              the job: model (name, version, sha256 of its graphs), K, source,
                                        shards (file, rows, sha256), rows, unreadable or unusable inputs
     OUT_DIR/shard-00000.parquet        one row per image: key (string), label (int64, null where none),
-                                       height, width (int32: the grid), codes (list<int32>, row-major h·w)
+                                       height, width (int32: the grid), codes (list<int32>, row-major h·w);
+                                       a residual model's rows also have stages (int32: S), and codes
+                                       are then S·h·w, stage-major (stage, row, column)
     OUT_DIR/shard-00000.json           the shard's record (file, rows, sha256, failures), written last
 
 A shard is written aside (`.part`) and renamed into place, then its record; a rerun trusts a shard
@@ -32,6 +34,8 @@ SCHEMA = pa.schema([
     pa.field("width", pa.int32(), nullable=False),
     pa.field("codes", pa.list_(pa.int32()), nullable=False),
 ])
+# A residual model's shards: the same columns and `stages` (single-stage shards keep SCHEMA, byte for byte).
+STAGED_SCHEMA = pa.schema([*list(SCHEMA)[:4], pa.field("stages", pa.int32(), nullable=False), *list(SCHEMA)[4:]])
 
 
 @dataclass
@@ -40,7 +44,8 @@ class Row:
     label: int | None
     height: int
     width: int
-    codes: list[int]  # row-major, height·width
+    codes: list[int]  # row-major, height·width (stages·height·width, stage-major, with stages)
+    stages: int | None = None  # a residual model's stages per grid; None: single-stage
 
 
 @dataclass
@@ -64,9 +69,12 @@ def shard_name(index: int) -> str:
 def write_shard(out_dir: Path, index: int, rows: list[Row], failed: list[Failure]) -> ShardRecord:
     """Write the shard aside, rename it into place, then its record (atomically, last)."""
     name = shard_name(index)
-    table = pa.table({"key": [r.key for r in rows], "label": [r.label for r in rows],
-                      "height": [r.height for r in rows], "width": [r.width for r in rows],
-                      "codes": [r.codes for r in rows]}, schema=SCHEMA)
+    columns: dict[str, list[Any]] = {"key": [r.key for r in rows], "label": [r.label for r in rows],
+                                     "height": [r.height for r in rows], "width": [r.width for r in rows]}
+    staged = any(r.stages is not None for r in rows)
+    if staged:
+        columns["stages"] = [r.stages for r in rows]
+    table = pa.table({**columns, "codes": [r.codes for r in rows]}, schema=STAGED_SCHEMA if staged else SCHEMA)
     final, part = out_dir / f"{name}.parquet", out_dir / f"{name}.parquet.part"
     pq.write_table(table, part, compression="zstd", write_statistics=False, row_group_size=10_000)
     os.replace(part, final)
@@ -103,5 +111,6 @@ def write_manifest(out_dir: Path, job: dict[str, Any], records: list[ShardRecord
 
 
 def read_rows(path: Path) -> list[Row]:
-    table = pq.read_table(path, schema=SCHEMA)
+    staged = "stages" in pq.read_schema(path).names
+    table = pq.read_table(path, schema=STAGED_SCHEMA if staged else SCHEMA)
     return [Row(**row) for row in table.to_pylist()]

@@ -26,7 +26,9 @@ class EncodeResponse(BaseModel):
     version: str
     codebook_size: int
     grid: list[int] = Field(min_length=2, max_length=2, description="[h, w] of every grid")
-    codes: list[list[list[int]]] = Field(description="one h×w grid of code indices per input image, in input order")
+    stages: int | None = Field(None, description="residual models only: k, the stages each grid holds")
+    codes: list[list[list[int]]] | list[list[list[list[int]]]] = Field(
+        description="one h×w grid of code indices per input image, in input order; a residual model's: [k][h][w]")
 
 
 class DecodeResponse(BaseModel):
@@ -76,7 +78,9 @@ class ModelInfo(BaseModel):
     version: str | None = None
     codebook_size: int | None = None
     code_dim: int | None = None
-    downsample: int | None = None
+    downsample: int | None = Field(None, description="image pixels per grid cell along each side: 4, 8 or 16")
+    quantizer: dict[str, Any] | None = Field(None, description="kind (vq, fsq, rvq), codebook_size (K per stage), "
+                                             "stages, and levels / lookup_dim where they apply")
     fully_convolutional: bool | None = None
     grid: GridInfo | None = None
     input: InputInfo | None = None

@@ -19,9 +19,13 @@ from service.workflows.run import INLINE_CODES, Encoded
 
 
 def codes_json(m: Manifest, codes: np.ndarray) -> bytes:
-    """The encode response's JSON, written a grid at a time."""
-    head = json.dumps({"model": m.name, "version": m.version, "codebook_size": m.codebook_size,
-                       "grid": list(codes.shape[1:])}, separators=(",", ":"))
+    """The encode response's JSON, written a grid at a time; a residual model's grids are [k][h][w]
+    and "stages" says k."""
+    fields = {"model": m.name, "version": m.version, "codebook_size": m.codebook_size,
+              "grid": list(codes.shape[-2:])}
+    if codes.ndim == 4:
+        fields["stages"] = codes.shape[1]
+    head = json.dumps(fields, separators=(",", ":"))
     grids = ",".join(json.dumps(grid.tolist(), separators=(",", ":")) for grid in codes)
     return f'{head[:-1]},"codes":[{grids}]}}'.encode()
 

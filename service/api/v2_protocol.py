@@ -57,7 +57,8 @@ def model_metadata(target: V2Target) -> dict[str, Any]:
     m = target.served.manifest
     pixels = {"name": "pixels", "datatype": "UINT8", "shape": [-1, -1, -1, m.input.channels]}
     images = {"name": "images", "datatype": "BYTES", "shape": [-1]}
-    codes = {"name": "codes", "datatype": "INT64", "shape": [-1, -1, -1]}
+    # A residual model's grids have a stage axis second: [N, k, h, w].
+    codes = {"name": "codes", "datatype": "INT64", "shape": [-1] * (3 if m.quantizer.stages == 1 else 4)}
     inputs, outputs = ([images, pixels], [codes]) if target.operation == "encode" else ([codes], [pixels, images])
     return {"name": target.name, "versions": [m.version], "platform": PLATFORM, "inputs": inputs, "outputs": outputs}
 
@@ -111,31 +112,32 @@ def _plan_encode(target: V2Target, parsed: InferRequest, settings: Settings) -> 
             raise InvalidTensor(f"input 'images' must be BYTES [-1], got {tensor.datatype} {list(tensor.shape)}")
         _count(tensor, settings)
         uploads = [ImageUpload(f"images[{i}]", data) for i, data in enumerate(tensor.data)]
-        plan = plan_encode(served, uploads, EncodeQuery(), settings)
+        plan = plan_encode(served, uploads, EncodeQuery(stages=parsed.stages), settings)
         return V2Work(target, plan, wanted, upload_loader(m, uploads, None, plan.size, settings.max_pixels))
     if tensor.datatype != "UINT8" or len(tensor.shape) != 4 or tensor.shape[3] != m.input.channels:
         raise InvalidTensor(f"input 'pixels' must be UINT8 [-1, H, W, {m.input.channels}], got "
                             f"{tensor.datatype} {list(tensor.shape)}")
     _count(tensor, settings)
-    plan = plan_encode_pixels(served, tensor.shape, settings)
+    plan = plan_encode_pixels(served, tensor.shape, settings, parsed.stages)
     return V2Work(target, plan, wanted, array_loader(tensor.data))  # type: ignore[arg-type]
 
 
 def _plan_decode(target: V2Target, parsed: InferRequest, settings: Settings) -> V2Work:
     served, m = target.served, target.served.manifest
-    tensor = _only_input(parsed, target.name, {"codes": "INT64 [-1, h, w]"})
-    if tensor.datatype not in ("INT64", "INT32") or len(tensor.shape) != 3:
-        raise InvalidTensor(f"input 'codes' must be INT64 (or INT32) [-1, h, w], got {tensor.datatype} "
+    staged = m.quantizer.stages > 1
+    dims = "[-1, k, h, w]" if staged else "[-1, h, w]"
+    tensor = _only_input(parsed, target.name, {"codes": f"INT64 {dims}"})
+    if tensor.datatype not in ("INT64", "INT32") or len(tensor.shape) != (4 if staged else 3):
+        raise InvalidTensor(f"input 'codes' must be INT64 (or INT32) {dims}, got {tensor.datatype} "
                             f"{list(tensor.shape)}")
     _count(tensor, settings)
-    grids = np.asarray(tensor.data, dtype=np.int64)  # (N, h, w)
+    grids = np.asarray(tensor.data, dtype=np.int64)  # (N, h, w), or (N, k, h, w)
     if grids.size and (grids.min() < 0 or grids.max() >= m.codebook_size):
         bad = int(grids.max() if grids.max() >= m.codebook_size else grids.min())
         raise InvalidTensor(f"input 'codes' holds {bad}: codes must be in [0, {m.codebook_size})")
-    n, h, w = grids.shape
-    check_grid_size(m, h, w, settings.max_pixels)
+    check_grid_size(m, grids.shape[-2], grids.shape[-1], settings.max_pixels)
     wanted = _outputs(parsed, target.name, ["pixels", "images"])
-    plan = plan_decode(served, 0, (n, h, w), png_response=False, pixels_output="pixels" in wanted)
+    plan = plan_decode(served, 0, grids.shape, png_response=False, pixels_output="pixels" in wanted)
     return V2Work(target, plan, wanted, grids=grids)
 
 

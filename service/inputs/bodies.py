@@ -24,7 +24,7 @@ from service.inputs.multipart_parser import multipart_files
 RAW_IMAGE_TYPES = ("image/png", "image/jpeg", "image/bmp", "image/x-ms-bmp", "image/gif", "image/webp", "image/tiff")
 ACCEPTED_ENCODE_TYPES = "multipart/form-data (field 'images'), application/json {\"images\": [base64]}, or " + \
     ", ".join(RAW_IMAGE_TYPES)
-MAX_JSON_DEPTH = 4  # {"codes": [[[int]]]} is the deepest valid body
+MAX_JSON_DEPTH = 5  # {"codes": [[[[int]]]]} (grids of a residual model) is the deepest valid body
 
 
 class ReadScope(Protocol):

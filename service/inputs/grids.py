@@ -15,11 +15,10 @@ from typing import Any
 import numpy as np
 from starlette.requests import Request
 
-from contract.entropy_model import EntropyModel
 from contract.formats import STREAM_FORMAT_NAMES
 from contract.manifest import Manifest
 from contract.prior_coding import CHUNK_GRIDS, PriorCoder
-from contract.streams import Header, Kind, MissingCoder, decode_stream, parse_header, unseal
+from contract.streams import Header, Kind, MissingCoder, PayloadCoder, decode_stream, parse_header, unseal
 from runtime import BadRequest, ImageTooLarge, InvalidCodes, TooManyImages, UnsupportedSize
 from runtime.memory_estimates import stream_decode_bytes
 from runtime.model_runtime import ModelRuntime
@@ -62,23 +61,50 @@ def _check_grid(grid: Any, where: str, codebook_size: int) -> tuple[int, int]:
     return len(grid), width
 
 
-def parse_code_grids(payload: Any, codebook_size: int, max_images: int) -> tuple[np.ndarray, bool]:
-    """{"codes": grid | [grid, ...]} -> int64 (N, h, w), and whether one bare grid was sent."""
+def _check_stages(grid: Any, where: str, codebook_size: int, stages: int) -> tuple[int, int, int]:
+    """One grid of a residual model: [k][h][w] with 1 ≤ k ≤ S, stage grids of one size. -> (k, h, w)."""
+    if not isinstance(grid, list) or not grid:
+        raise _offending(where, grid, f"expected a non-empty list of stages (1 to {stages}), each a grid")
+    if len(grid) > stages:
+        raise InvalidCodes(f"{where} holds {len(grid)} stages; this model has {stages}: send 1 to {stages} stages")
+    shapes = [_check_grid(g, f"{where}[{s}]", codebook_size) for s, g in enumerate(grid)]
+    if any(shape != shapes[0] for shape in shapes):
+        raise InvalidCodes(f"the stages of {where} differ in size; every stage covers the same grid")
+    return len(grid), *shapes[0]
+
+
+def parse_code_grids(payload: Any, codebook_size: int, max_images: int, stages: int = 1) -> tuple[np.ndarray, bool]:
+    """{"codes": grid | [grid, ...]} -> int64 (N, h, w), and whether one bare grid was sent. For a
+    residual model (S stages) a grid is [k][h][w], its first k stages, and the result (N, k, h, w)."""
     if not isinstance(payload, dict) or "codes" not in payload:
         raise BadRequest('expected a JSON object {"codes": [[...], ...]} (one grid or a list of grids)')
     codes = payload["codes"]
     if not isinstance(codes, list) or not codes:
         raise _offending("codes", codes, "expected a non-empty grid or list of grids")
-    single = not (isinstance(codes[0], list) and codes[0] and isinstance(codes[0][0], list))
+    depth = _leading_depth(codes)  # 2: one grid of ints; 3: a list of them (or one staged grid); 4: staged list
+    if stages > 1 and depth < 3:
+        raise InvalidCodes(f"this model has {stages} stages: send each grid as [k][h][w], its first k stages "
+                           f"(1 ≤ k ≤ {stages})")
+    single = depth == (2 if stages == 1 else 3)
     grids = [codes] if single else codes
     if len(grids) > max_images:
         raise TooManyImages(f"{len(grids)} grids in one request; the limit is {max_images}")
-    shapes = [_check_grid(g, "codes" if single else f"codes[{i}]", codebook_size) for i, g in enumerate(grids)]
+    where = ["codes" if single else f"codes[{i}]" for i in range(len(grids))]
+    shapes = [_check_grid(g, at, codebook_size) if stages == 1 else _check_stages(g, at, codebook_size, stages)
+              for g, at in zip(grids, where, strict=True)]
     for i, shape in enumerate(shapes):
         if shape != shapes[0]:
-            raise InvalidCodes(f"codes[{i}] is {shape[0]}×{shape[1]} but codes[0] is {shapes[0][0]}×{shapes[0][1]}; "
-                               "grids in one request must have the same size")
+            raise InvalidCodes(f"codes[{i}] is {'×'.join(map(str, shape))} but codes[0] is "
+                               f"{'×'.join(map(str, shapes[0]))}; grids in one request must have the same size")
     return np.asarray(grids, dtype=np.int64), single
+
+
+def _leading_depth(value: Any, limit: int = 4) -> int:
+    """How many lists open at the start of `value` (at most `limit`)."""
+    depth = 0
+    while isinstance(value, list) and value and depth < limit:
+        value, depth = value[0], depth + 1
+    return depth
 
 
 def _check_stream_header(header: Header, m: Manifest, settings: Settings) -> None:
@@ -96,7 +122,7 @@ class GridBody:
     is checked and whose payload is decoded only when `grids()` is awaited (inside the request's
     deadline, in the thread pool when large: an entropy stream of large grids takes seconds)."""
 
-    shape: tuple[int, int, int]  # (N, h, w)
+    shape: tuple[int, ...]  # (N, h, w), or (N, k, h, w) for a residual model
     single: bool  # one bare grid was sent: one PNG may be answered
     size: int  # bytes of body
     parsed: np.ndarray | None = None
@@ -110,7 +136,7 @@ class GridBody:
         return await off_loop(self.stream, heavy=self.heavy or self.size > INLINE_BODY_BYTES)
 
 
-async def _stream_body(body: bytes, m: Manifest, entropy: EntropyModel | None, prior: PriorCoder | None,
+async def _stream_body(body: bytes, m: Manifest, entropy: PayloadCoder | None, prior: PriorCoder | None,
                        settings: Settings, scope: ReadScope) -> GridBody:
     header, _ = parse_header(unseal(body))
     _check_stream_header(header, m, settings)
@@ -121,7 +147,8 @@ async def _stream_body(body: bytes, m: Manifest, entropy: EntropyModel | None, p
         prior.check_grid(header.height, header.width)
         walk = prior.shape.working_bytes(min(header.count, CHUNK_GRIDS))
     await scope.reserve(len(body) + stream_decode_bytes(header.count, header.height, header.width,
-                                                        header.kind is Kind.ENTROPY, walk),
+                                                        header.kind is Kind.ENTROPY, walk, header.stages or 1,
+                                                        header.codebook_size),
                         f"decoding a stream of {header.count} grid(s) of {header.height}×{header.width}")
 
     def decode() -> np.ndarray:
@@ -129,8 +156,7 @@ async def _stream_body(body: bytes, m: Manifest, entropy: EntropyModel | None, p
 
     # A prior stream is decoded in the thread pool whatever its size: its graph runs once per position.
     heavy = header.kind is Kind.PRIOR
-    return GridBody((header.count, header.height, header.width), header.count == 1, len(body), stream=decode,
-                    heavy=heavy)
+    return GridBody((header.count, *header.grid_shape), header.count == 1, len(body), stream=decode, heavy=heavy)
 
 
 STREAMS = "an application/octet-stream stream from /encode?format=" + "|".join(STREAM_FORMAT_NAMES)
@@ -154,10 +180,9 @@ async def _read_grids(request: Request, model: ModelRuntime, settings: Settings,
         grid_body = await _stream_body(body, m, model.entropy, prior, settings, scope)
     else:
         def parse() -> tuple[np.ndarray, bool]:
-            return parse_code_grids(parse_json(body), m.codebook_size, settings.max_images)
+            return parse_code_grids(parse_json(body), m.codebook_size, settings.max_images, m.quantizer.stages)
 
         grids, single = await off_loop(parse, heavy=len(body) > INLINE_BODY_BYTES)
-        n, h, w = grids.shape
-        grid_body = GridBody((n, h, w), single, len(body), parsed=grids)
-    check_grid_size(m, grid_body.shape[1], grid_body.shape[2], settings.max_pixels)
+        grid_body = GridBody(grids.shape, single, len(body), parsed=grids)
+    check_grid_size(m, grid_body.shape[-2], grid_body.shape[-1], settings.max_pixels)
     return grid_body

@@ -51,6 +51,7 @@ class InferRequest:
     inputs: dict[str, Tensor]
     outputs: dict[str, bool] | None  # requested output -> binary?; None: every output
     binary_output: bool  # the request-level default (tritonclient's binary_data_output)
+    stages: int | None = None  # the request-level parameter `stages` (residual models); None: not given
 
 
 @dataclass
@@ -163,8 +164,17 @@ def parse_infer_request(body: bytes, header_length: str | None, max_inputs: int 
     for spec in request["inputs"]:
         tensor, offset = _input(spec, binary, offset)
         inputs[tensor.name] = tensor
+    parameters = request.get("parameters") or {}
     return InferRequest(_request_id(request), inputs, _requested_outputs(request),
-                        bool((request.get("parameters") or {}).get("binary_data_output", False)))
+                        bool(parameters.get("binary_data_output", False)), _stages(parameters))
+
+
+def _stages(parameters: Any) -> int | None:
+    """The request parameter `stages`: a whole number (range-checked against the model later)."""
+    value = parameters.get("stages") if isinstance(parameters, dict) else None
+    if value is not None and (type(value) is not int or value < 1):
+        raise InvalidTensor(f"parameter 'stages' must be a whole number ≥ 1, not {str(value)[:20]!r}")
+    return value
 
 
 def _request_id(request: dict[str, Any]) -> str | None:

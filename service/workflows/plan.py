@@ -21,7 +21,7 @@ from contract.formats import DEFAULT_FORMAT, OutputFormat
 from contract.guided_sampling import InvalidSampling, Sampling
 from contract.prior_coding import CHUNK_GRIDS
 from contract.streams import MissingCoder
-from runtime import ImageTooLarge, InvalidParameter, TooManyImages
+from runtime import ImageTooLarge, InvalidCodes, InvalidParameter, TooManyImages
 from runtime.images import ImageUpload, Resize, check_image_size, encode_size, read_header
 from runtime.memory_estimates import decode_request_bytes, encode_request_bytes
 from runtime.prior_sampler import require_prior
@@ -36,6 +36,7 @@ class EncodeQuery:
 
     resize: Resize = None
     format: OutputFormat = DEFAULT_FORMAT
+    stages: int | None = None  # a residual model's first k stages; None: all of them
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class RunPlan:
     what: str  # how error messages name the request's work
     output: OutputFormat = DEFAULT_FORMAT  # encode: what the codes are returned as
     png_response: bool = False  # decode: one PNG is the response
+    stages: int | None = None  # a residual model's stages returned (encode) or decoded; None: single-stage
 
     @property
     def pixels(self) -> int:
@@ -112,50 +114,74 @@ def coder_bytes(model: ServedModel, fmt: OutputFormat, grid: tuple[int, int], co
     return prior.shape.working_bytes(min(count, CHUNK_GRIDS))  # its coder's walk
 
 
+def stages_wanted(model: ServedModel, requested: int | None) -> int | None:
+    """The stages a request asks for, checked: 1 ≤ k ≤ S (422 naming `stages` otherwise); None for a
+    single-stage model (its grids have no stage axis)."""
+    total = model.manifest.quantizer.stages
+    if requested is not None and not 1 <= requested <= total:
+        raise InvalidParameter(f"stages: model {model.manifest.name!r} has {total} stage(s): ask for 1 to {total}, "
+                               f"not {requested}")
+    if total == 1:
+        return None
+    return total if requested is None else requested
+
+
 def plan_encode(model: ServedModel, uploads: list[ImageUpload], query: EncodeQuery, settings: Settings) -> RunPlan:
     """From the images' headers alone: their size (422/413 now, before decoding), the runs, the bytes."""
+    stages = stages_wanted(model, query.stages)
     headers = [read_header(upload, settings.max_pixels) for upload in uploads]
     size = encode_size(model.manifest, headers, query.resize)
     plan = _encode_plan(model, len(uploads), size, max(header.decode_bytes for header in headers),
-                        sum(len(u.data) for u in uploads), query.format)
+                        sum(len(u.data) for u in uploads), query.format, stages=stages)
     ds = model.manifest.downsample
     walk = coder_bytes(model, query.format, (size[0] // ds, size[1] // ds), len(uploads))
     return plan if not walk else replace(plan, working_bytes=plan.working_bytes + walk)
 
 
-def plan_encode_pixels(model: ServedModel, shape: tuple[int, int, int, int], settings: Settings) -> RunPlan:
+def plan_encode_pixels(model: ServedModel, shape: tuple[int, int, int, int], settings: Settings,
+                       stages: int | None = None) -> RunPlan:
     """For raw pixels (N, H, W, C) uint8 already in memory (the v2 `pixels` input)."""
+    wanted = stages_wanted(model, stages)
     n, height, width, _ = shape
     if height * width > settings.max_pixels:
         raise ImageTooLarge(f"pixels are {height}×{width} = {height * width} per image; the limit is "
                             f"{settings.max_pixels}")
     check_image_size(model.manifest, height, width, "pixels")
-    return _encode_plan(model, n, (height, width), 0, 0, DEFAULT_FORMAT, json_output=False)
+    return _encode_plan(model, n, (height, width), 0, 0, DEFAULT_FORMAT, json_output=False, stages=wanted)
 
 
 def _encode_plan(model: ServedModel, count: int, size: tuple[int, int], largest_decode: int, body_bytes: int,
-                 output: OutputFormat, json_output: bool | None = None) -> RunPlan:
+                 output: OutputFormat, json_output: bool | None = None, stages: int | None = None) -> RunPlan:
     m = model.manifest
     height, width = size
     per_run, tiles, extra = _runs(model, count, height // m.downsample, width // m.downsample,
                                   model.costs.encoder_halo, model.costs.encode_bytes_per_pixel)
     as_json = output.stream_kind is None if json_output is None else json_output
+    # Every stage is computed (quantizer.onnx gives all S) before the first k are kept.
     needed = encode_request_bytes(body_bytes, [size] * count, largest_decode, m.input.channels, m.downsample,
-                                  model.run_pixels, as_json) + extra
-    return RunPlan(size, count, per_run, tiles, needed, f"encoding {count} image(s) of {height}×{width}", output)
+                                  model.run_pixels, as_json, m.quantizer.stages) + extra
+    return RunPlan(size, count, per_run, tiles, needed, f"encoding {count} image(s) of {height}×{width}", output,
+                   stages=stages)
 
 
-def plan_decode(model: ServedModel, body_bytes: int, shape: tuple[int, int, int], png_response: bool,
+def plan_decode(model: ServedModel, body_bytes: int, shape: tuple[int, ...], png_response: bool,
                 pixels_output: bool = False) -> RunPlan:
-    """From the grids' shape (N, h, w) alone: the runs and the bytes (PNGs, and raw pixels if asked)."""
+    """From the grids' shape alone, (N, h, w) or (N, k, h, w): the runs and the bytes (PNGs, and raw
+    pixels if asked). A residual model's grids must hold 1 ≤ k ≤ S stages (422 naming `stages`)."""
     m = model.manifest
-    n, h, w = shape
+    n, h, w = shape[0], shape[-2], shape[-1]
+    staged = m.quantizer.stages > 1
+    if len(shape) != (4 if staged else 3):
+        raise InvalidCodes(f"grids of shape {list(shape[1:])} do not fit model {m.name!r}: send "
+                           + (f"[k][h][w] with 1 ≤ k ≤ {m.quantizer.stages} stages" if staged else "[h][w]"))
+    stages = stages_wanted(model, shape[1]) if staged else None
     per_run, tiles, extra = _runs(model, n, h, w, model.costs.decoder_halo, model.costs.decode_bytes_per_pixel)
-    needed = decode_request_bytes(body_bytes, n, h, w, m.input.channels, m.downsample, png_response) + extra
+    needed = decode_request_bytes(body_bytes, n, h, w, m.input.channels, m.downsample, png_response,
+                                  stages or 1) + extra
     if pixels_output:
         needed += n * h * w * m.downsample**2 * m.input.channels
     return RunPlan((h * m.downsample, w * m.downsample), n, per_run, tiles, needed,
-                   f"decoding {n} grid(s) of {h}×{w}", png_response=png_response)
+                   f"decoding {n} grid(s) of {h}×{w}", png_response=png_response, stages=stages)
 
 
 def plan_sample(model: ServedModel, query: SampleQuery, settings: Settings, png_response: bool) -> SamplePlan:

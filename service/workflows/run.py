@@ -63,21 +63,23 @@ def array_loader(pixels: np.ndarray) -> Loader:
 
 
 async def run_encode(model: ServedModel, plan: RunPlan, load: Loader) -> np.ndarray:
-    """-> int64 codes (N, h, w), holding one run's images at a time."""
+    """-> int64 codes (N, h, w), or (N, k, h, w) of a residual model's first k = plan.stages stages,
+    holding one run's images at a time."""
     m = model.manifest
     height, width = plan.size
-    codes = np.empty((plan.count, height // m.downsample, width // m.downsample), np.int64)
+    stage_axis = () if m.quantizer.stages == 1 else (m.quantizer.stages,)  # quantizer.onnx gives every stage
+    codes = np.empty((plan.count, *stage_axis, height // m.downsample, width // m.downsample), np.int64)
     for start in range(0, plan.count, plan.per_run):
-        pixels = await load(start, min(plan.count, start + plan.per_run))  # (k, H, W, C) uint8
+        pixels = await load(start, min(plan.count, start + plan.per_run))  # (n, H, W, C) uint8
         if plan.tiles is None:
             codes[start : start + len(pixels)] = await model.encode(to_model_input(pixels))
             continue
         for tile in plan.tiles:  # one image per run: its tiles in turn
             (rows, cols), _, _ = tile.in_pixels(m.downsample)
-            part = await model.encode(to_model_input(pixels[:, rows, cols]))  # (1, h', w')
+            part = await model.encode(to_model_input(pixels[:, rows, cols]))  # (1, [S,] h', w')
             core_rows, core_cols = tile.core_in_outer
-            codes[start][tile.core] = part[0, core_rows, core_cols]
-    return codes
+            codes[start][(..., *tile.core)] = part[0][..., core_rows, core_cols]
+    return codes if plan.stages is None or plan.stages == m.quantizer.stages else codes[:, : plan.stages]
 
 
 @dataclass
@@ -88,7 +90,7 @@ class Decoded:
 
 async def run_decode(model: ServedModel, grids: np.ndarray, plan: RunPlan, pngs: bool = True,
                      pixels: bool = False) -> Decoded:
-    """int64 (N, h, w) -> PNGs and/or uint8 pixels, a run (or a tile) at a time."""
+    """int64 (N, h, w) or (N, k, h, w) -> PNGs and/or uint8 pixels, a run (or a tile) at a time."""
     m = model.manifest
     out = Decoded([] if pngs else None, np.empty((plan.count, *plan.size, m.input.channels), np.uint8)
                   if pixels else None)
@@ -99,7 +101,7 @@ async def run_decode(model: ServedModel, grids: np.ndarray, plan: RunPlan, pngs:
         else:
             images = np.empty((1, *plan.size, m.input.channels), np.uint8)
             for tile in plan.tiles:
-                part = await model.decode(np.ascontiguousarray(chunk[:, tile.outer[0], tile.outer[1]]))
+                part = await model.decode(np.ascontiguousarray(chunk[..., tile.outer[0], tile.outer[1]]))
                 _, (rows, cols), (core_rows, core_cols) = tile.in_pixels(m.downsample)
                 images[:, rows, cols] = to_uint8(part[:, :, core_rows, core_cols])
         if out.pixels is not None:

@@ -47,8 +47,18 @@ Operation = Literal["encode", "decode"]
 @dataclass(frozen=True)
 class QueryParam:
     name: str
-    choices: tuple[str, ...]
+    choices: tuple[str, ...] | None  # None: a whole number ≥ 1
     description: str
+
+    def problem(self, value: str) -> str | None:
+        if self.choices is None:
+            return None if value.isascii() and value.isdigit() and int(value) >= 1 else \
+                f"query.{self.name}: Input should be a whole number ≥ 1"
+        return None if value in self.choices else f"query.{self.name}: Input should be {quoted(self.choices)}"
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "integer", "minimum": 1} if self.choices is None else {"type": "string",
+                                                                              "enum": list(self.choices)}
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,8 @@ class CodecRoute:
 ENCODE_QUERY = (
     QueryParam("resize", ("native",), "`native`: resize every image to the model's native size before encoding"),
     QueryParam("format", FORMAT_NAMES, describe_formats()),
+    QueryParam("stages", None, "residual models (GET /v1/models/{name}: quantizer.stages = S): return the first k "
+                               "stages of every grid, 1 ≤ k ≤ S (default: all); the fewer, the coarser and smaller"),
 )
 QUERY: dict[Operation, tuple[QueryParam, ...]] = {"encode": ENCODE_QUERY, "decode": ()}
 MODELS = "/v1/models/"
@@ -97,8 +109,9 @@ def parse_query(route: CodecRoute, query_string: bytes) -> dict[str, str | None]
     problems = []
     for param in QUERY[route.operation]:
         value = given.get(param.name)
-        if value is not None and value not in param.choices:
-            problems.append(f"query.{param.name}: Input should be {quoted(param.choices)}")
+        problem = param.problem(value) if value is not None else None
+        if problem:
+            problems.append(problem)
         values[param.name] = value
     if problems:
         raise InvalidParameter("; ".join(problems))
@@ -131,7 +144,8 @@ async def serve(request: Request, state: State, route: CodecRoute, name: str | N
     if route.operation == "decode":
         return await decode(request, target)
     resize: Resize = "native" if query["resize"] == "native" else None
-    return await encode(request, target, EncodeQuery(resize, output_format(query["format"] or "json")))
+    stages = int(query["stages"]) if query["stages"] is not None else None
+    return await encode(request, target, EncodeQuery(resize, output_format(query["format"] or "json"), stages))
 
 
 # -- FastAPI's routes, from the same table -------------------------------------------------------
@@ -139,7 +153,7 @@ async def serve(request: Request, state: State, route: CodecRoute, name: str | N
 
 def _parameters(route: CodecRoute) -> list[dict[str, Any]]:
     params = [{"name": p.name, "in": "query", "required": False, "description": p.description,
-               "schema": {"type": "string", "enum": list(p.choices)}} for p in QUERY[route.operation]]
+               "schema": p.schema()} for p in QUERY[route.operation]]
     if route.named:
         params.insert(0, {"name": "name", "in": "path", "required": True, "description": "model name, e.g. mnist",
                           "schema": {"type": "string"}})

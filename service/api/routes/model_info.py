@@ -20,7 +20,8 @@ def describe(name: str, status: ModelStatus) -> dict[str, Any]:
         m = status.served.manifest
         info |= {
             "version": m.version, "codebook_size": m.codebook_size, "code_dim": m.code_dim,
-            "downsample": m.downsample, "fully_convolutional": m.fully_convolutional,
+            "downsample": m.downsample, "quantizer": m.quantizer.model_dump(),
+            "fully_convolutional": m.fully_convolutional,
             "grid": m.grid.model_dump(), "input": m.input.model_dump(), "metrics": m.metrics,
             "provider": status.provider,
         }

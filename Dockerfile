@@ -16,8 +16,11 @@ ENV PATH=/opt/venv/bin:$PATH PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY contract ./contract
+COPY runtime ./runtime
 COPY service ./service
-# Only service/ and the contract package it reads are copied, so only they are installed.
+COPY codec ./codec
+# Only the service, the packages it reads (contract, runtime) and the offline codec CLI are copied, so
+# only they are installed: no training, export, data sets or benchmarks in the image.
 RUN pip install . \
  && if [ "$RUNTIME" = "gpu" ]; then \
       pip uninstall -y onnxruntime && pip install "$ONNXRUNTIME_GPU"; \

@@ -34,6 +34,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--format", choices=[f.name for f in STREAM_FORMATS], default="entropy",
                    help="; ".join(f"{f.name}: {f.summary}" for f in STREAM_FORMATS))
     c.add_argument("--resize", choices=["native"], default=None)
+    c.add_argument("--stages", type=int, help="residual models: keep the first k stages (default: all)")
     d = sub.add_parser("decompress", help="a stream file -> a folder of PNGs")
     d.add_argument("source", type=Path)
     d.add_argument("target", type=Path)
@@ -45,7 +46,7 @@ def parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> str:
     if args.command == "compress":
         return compress(args.source, args.target, args.models_dir, args.model, output_format(args.format),
-                        args.resize)
+                        args.resize, args.stages)
     if args.command == "decompress":
         return decompress(args.source, args.target, args.models_dir)
     return inspect(args.source)

@@ -56,18 +56,23 @@ def prior_coder(model: ModelRuntime) -> PriorCoder | None:
 
 
 def compress(source: Path, target: Path, models_dir: Path, model_name: str, fmt: OutputFormat,
-             resize: Resize) -> str:
+             resize: Resize, stages: int | None = None) -> str:
+    """`stages`: a residual model's first k stages (default: all); the fewer, the smaller and coarser."""
     files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise CodecError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {source}")
     if fmt.stream_kind is None:
         raise CodecError(f"format {fmt.name!r} is not a stream; choose one of {', '.join(STREAM_FORMAT_NAMES)}")
     model = runtime_for(models_dir, model_name)
+    if stages is not None and not 1 <= stages <= model.stages:
+        raise CodecError(f"--stages {stages}: model {model_name!r} has {model.stages} stage(s)")
     uploads = [ImageUpload(p.name, p.read_bytes()) for p in files]
     size = encode_size(model.manifest, [read_header(u, MAX_PIXELS) for u in uploads], resize)
     codes = np.concatenate([model.encode(to_model_input(decode_many(model.manifest, uploads[i : i + CHUNK], resize,
                                                                     size, MAX_PIXELS)))
-                            for i in range(0, len(uploads), CHUNK)])  # (N, h, w)
+                            for i in range(0, len(uploads), CHUNK)])  # (N, h, w) or (N, S, h, w)
+    if stages is not None and model.stages > 1:
+        codes = codes[:, :stages]
     stream = encode_stream(codes, fmt.stream_kind, model.manifest, model.entropy, prior_coder(model))
     target.write_bytes(stream)
     return (f"{len(files)} images -> {target} ({len(stream)} bytes, {len(stream) / len(files):.1f} bytes "
@@ -90,6 +95,7 @@ def decompress(source: Path, target: Path, models_dir: Path) -> str:
 def inspect(source: Path) -> str:
     stream = source.read_bytes()
     header, offset = parse_header(unseal(stream))
+    stages = f" × {header.stages} stages" if header.stages is not None else ""
     return (f"{header.kind.name.lower()} stream: model {header.model} {header.version}, K={header.codebook_size}, "
-            f"{header.count} grids of {header.height}×{header.width}, {len(stream)} bytes "
+            f"{header.count} grids of {header.height}×{header.width}{stages}, {len(stream)} bytes "
             f"(header {offset}, payload {len(stream) - offset - 4}, crc 4)")

@@ -119,8 +119,8 @@ def stages_wanted(model: ServedModel, requested: int | None) -> int | None:
     single-stage model (its grids have no stage axis)."""
     total = model.manifest.quantizer.stages
     if requested is not None and not 1 <= requested <= total:
-        raise InvalidParameter(f"stages: model {model.manifest.name!r} has {total} stage(s): ask for 1 to {total}, "
-                               f"not {requested}")
+        allowed = f"has {total} stages: ask for 1 to {total}" if total > 1 else "is single-stage: stages can only be 1"
+        raise InvalidParameter(f"stages: model {model.manifest.name!r} {allowed}, not {requested}")
     if total == 1:
         return None
     return total if requested is None else requested

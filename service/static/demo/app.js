@@ -2,7 +2,8 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { model: null, info: null, codes: null, original: null, edited: new Set() };
+// codes: one h×w grid, or for a residual model [k][h][w] (its first k stages); view: the stage shown.
+const state = { model: null, info: null, codes: null, original: null, edited: new Set(), view: 0 };
 
 // -- API ------------------------------------------------------------------------------------------
 
@@ -20,8 +21,11 @@ async function api(path, options = {}) {
   return response;
 }
 
+function staged() { return (state.info.quantizer?.stages ?? 1) > 1; }
+
 async function encodeImage(blob, format = "json") {
-  const url = `/v1/models/${state.model}/encode?resize=native${format === "json" ? "" : `&format=${format}`}`;
+  const stages = staged() ? `&stages=${$("stages").value}` : "";
+  const url = `/v1/models/${state.model}/encode?resize=native${format === "json" ? "" : `&format=${format}`}${stages}`;
   return api(url, { method: "POST", body: blob, headers: { "Content-Type": blob.type || "image/png" } });
 }
 
@@ -52,6 +56,7 @@ async function selectModel() {
   $("model-info").textContent = `${m.input.width}×${m.input.height} → ${m.grid.width}×${m.grid.height} codes of ` +
     `${m.codebook_size}; test PSNR ${m.metrics.psnr_dataset.toFixed(1)} dB; ${m.provider}`;
   setUpSampling();
+  setUpStages();
   if (state.original) await encodeAndShow(state.original);
   await showBatch();
 }
@@ -60,15 +65,27 @@ async function selectModel() {
 
 function colour(code) { return `hsl(${(code * 137.508) % 360}, 62%, 42%)`; }
 
+function setUpStages() {
+  const total = state.info.quantizer?.stages ?? 1;
+  $("stage-controls").hidden = total === 1;
+  const options = (n) => Array.from({ length: n }, (_, i) => new Option(String(i + 1), String(i + 1)));
+  $("stages").replaceChildren(...options(total));
+  $("stages").value = String(total);
+  $("stage-view").replaceChildren(...options(total));
+  state.view = 0;
+}
+
+function shownGrid() { return staged() ? state.codes[state.view] : state.codes; }
+
 function renderGrid() {
-  const rows = state.codes.map((row, r) => {
+  const rows = shownGrid().map((row, r) => {
     const tr = document.createElement("tr");
     row.forEach((code, c) => {
       const td = document.createElement("td");
       td.textContent = code;
       td.style.background = colour(code);
       td.dataset.row = r; td.dataset.col = c;
-      if (state.edited.has(`${r},${c}`)) td.classList.add("edited");
+      if (state.edited.has(`${state.view},${r},${c}`)) td.classList.add("edited");
       td.addEventListener("click", () => editCell(td));
       tr.appendChild(td);
     });
@@ -85,10 +102,10 @@ function editCell(td) {
   input.focus(); input.select();
   const commit = async () => {
     const value = Number(input.value);
-    const r = Number(td.dataset.row), c = Number(td.dataset.col);
-    if (Number.isInteger(value) && value >= 0 && value < state.info.codebook_size && value !== state.codes[r][c]) {
-      state.codes[r][c] = value;
-      state.edited.add(`${r},${c}`);
+    const r = Number(td.dataset.row), c = Number(td.dataset.col), grid = shownGrid();
+    if (Number.isInteger(value) && value >= 0 && value < state.info.codebook_size && value !== grid[r][c]) {
+      grid[r][c] = value;
+      state.edited.add(`${state.view},${r},${c}`);
       renderGrid();
       await showReconstruction();
     } else {
@@ -226,6 +243,13 @@ async function showBatch() {
 
 // -- start ----------------------------------------------------------------------------------------
 
+$("stages").addEventListener("change", () => {  // fewer stages: a coarser picture from fewer codes
+  const views = Number($("stages").value);
+  $("stage-view").replaceChildren(...Array.from({ length: views }, (_, i) => new Option(String(i + 1), String(i + 1))));
+  state.view = 0;
+  if (state.original) encodeAndShow(state.original);
+});
+$("stage-view").addEventListener("change", () => { state.view = Number($("stage-view").value) - 1; renderGrid(); });
 $("api-key").addEventListener("change", (e) => { sessionStorage.setItem("vqvae-api-key", e.target.value); loadModels(); });
 $("model").addEventListener("change", () => selectModel().catch((e) => say(e.message)));
 $("shuffle").addEventListener("click", () => showBatch().catch((e) => say(e.message)));

@@ -6,7 +6,7 @@
 
 Only imports of the project's own top-level packages count; standard library and third-party
 imports are left out. A module's package is its top-level folder (service, training, ...), except
-that service's layers (service.api, service.inference, service.inputs) are shown on their own.
+that service's layers (service.api, .workflows, .inference, .inputs) are shown on their own.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def imported_modules(path: Path, name: str) -> set[str]:
 
 def group_of(module: str) -> str:
     parts = module.split(".")
-    if parts[0] == "service" and len(parts) > 2 and parts[1] in ("api", "inference", "inputs"):
+    if parts[0] == "service" and len(parts) > 2 and parts[1] in ("api", "inference", "inputs", "workflows"):
         return ".".join(parts[:2])
     return parts[0]
 

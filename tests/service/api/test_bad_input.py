@@ -165,7 +165,9 @@ CASES = [
     Case("decode-too-large-code", "POST", "/decode", lambda: codes([[1, 512], [3, 4]]), 422, "invalid_codes"),
     Case("decode-booleans", "POST", "/decode", lambda: codes([[True, False], [1, 2]]), 422, "invalid_codes"),
     Case("decode-null", "POST", "/decode", lambda: codes([[None, 1], [1, 2]]), 422, "invalid_codes"),
-    Case("decode-too-deep", "POST", "/decode", lambda: codes([[[[1]]]]), 400, "invalid_json"),
+    Case("decode-too-deep", "POST", "/decode", lambda: codes([[[[[1]]]]]), 400, "invalid_json"),
+    # As deep as a residual model's list of grids ([N][k][h][w]): the single-stage model names the place.
+    Case("decode-a-stage-axis-for-one-stage", "POST", "/decode", lambda: codes([[[[1]]]]), 422, "invalid_codes"),
     Case("decode-ragged", "POST", "/decode", lambda: codes([[1, 2, 3], [4, 5]]), 422, "invalid_codes"),
     Case("decode-empty-grid", "POST", "/decode", lambda: codes([]), 422, "invalid_codes"),
     Case("decode-empty-row", "POST", "/decode", lambda: codes([[]]), 422, "invalid_codes"),

@@ -1,6 +1,6 @@
 """The v2 routes fuzzed (hypothesis) against a real server: any JSON or binary body, header length
-and content encoding, to the encode and decode models of a fixed-size and a fully convolutional
-model, is answered 200 or 4xx in the protocol's error shape, never 5xx, each within a bounded
+and content encoding, to the encode and decode models of mnist (grey) and tiny-imagenet (colour),
+is answered 200 or 4xx in the protocol's error shape, never 5xx, each within a bounded
 time; afterwards the server logged no unexpected error and is still ready. Seeded (derandomized),
 so a run is repeatable. About a third of the bodies are valid (125 of 400 answered 200 in one run),
 the rest wrong in one field or in many."""

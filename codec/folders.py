@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from contract.formats import STREAM_FORMAT_NAMES, OutputFormat
-from contract.manifest import MANIFEST_NAME
 from contract.prior_coding import PriorCoder
 from contract.streams import decode_stream, encode_stream, parse_header, unseal
-from runtime import CodecError, ModelNotFound
+from runtime import CodecError
 from runtime.images import (
     ImageUpload,
     Resize,
@@ -28,27 +27,16 @@ from runtime.images import (
     to_model_input,
     to_uint8,
 )
-from runtime.model_runtime import ModelRuntime, load_model
+from runtime.model_runtime import ModelRuntime, load_model, named_model_dir
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 CHUNK = 256  # images per onnxruntime run
 MAX_PIXELS = 1 << 26  # per image: offline, on the user's own files
 
 
-def model_names(models_dir: Path) -> list[str]:
-    """The models a directory holds: its sub-folders with a model.json."""
-    if not models_dir.is_dir():
-        raise ModelNotFound(f"models directory {models_dir} not found")
-    return sorted(p.name for p in models_dir.iterdir() if p.is_dir() and (p / MANIFEST_NAME).is_file())
-
-
 def runtime_for(models_dir: Path, name: str) -> ModelRuntime:
     """The model called `name` in `models_dir`: only a name among its folders, never a path."""
-    names = model_names(models_dir)
-    if name not in names:
-        raise ModelNotFound(f"no model named {name[:64]!r} in {models_dir}; the models there are "
-                            f"{', '.join(names) or 'none'}")
-    return load_model(models_dir / names[names.index(name)], "auto", threads=0, warmup_runs=1)
+    return load_model(named_model_dir(models_dir, name), "auto", threads=0, warmup_runs=1)
 
 
 def prior_coder(model: ModelRuntime) -> PriorCoder | None:

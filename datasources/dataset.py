@@ -25,7 +25,7 @@ import numpy as np
 
 from datasources import DataError, UnreadableImage
 from datasources.idx_files import BUILTIN_CLASS_NAMES, DATASETS, SPLIT_PREFIX, load_split
-from datasources.image_files import ImageSource, open_source
+from datasources.image_files import MAX_FILE_BYTES, ImageSource, open_source
 
 SPLIT_SEPARATOR = ":"
 
@@ -145,7 +145,8 @@ class SourceDataset(Dataset):
         listing = self.source.listing_dir / "classes.txt"
         if listing.is_file():
             rows = [line.split("\t") for line in listing.read_text().splitlines() if line.strip()]
-            names = {int(row[0]): row[-1].split(",")[0].strip() for row in rows if row[0].isdigit()}
+            indexed = [row for row in rows if row[0].isascii() and row[0].isdigit() and len(row[0]) < 10]  # data
+            names = {int(row[0]): row[-1].split(",")[0].strip() for row in indexed}
             return [names.get(i, str(i)) for i in range(max(count, len(names)))]
         folders = {s.label: s.key.split("/")[0] for s in self.source.samples if s.shard < 0 and "/" in s.key}
         return [str(folders.get(i, i)) for i in range(count)]
@@ -168,16 +169,17 @@ def builtin_name(spec: str) -> str | None:
     return name if name in DATASETS and (not separator or split in SPLIT_PREFIX) else None
 
 
-def open_dataset(spec: str, data_dir: str | os.PathLike[str] | None = None) -> Dataset:
+def open_dataset(spec: str, data_dir: str | os.PathLike[str] | None = None,
+                 max_file_bytes: int = MAX_FILE_BYTES) -> Dataset:
     """Any data set by its one spelling (see the module docstring); DataError / SourceError when it
-    cannot be opened, naming what is wrong."""
+    cannot be opened, naming what is wrong. Image files over `max_file_bytes` read as UnreadableImage."""
     name = builtin_name(spec)
     if name is not None:
         split = spec.partition(SPLIT_SEPARATOR)[2]
         return IdxDataset(name, (split,) if split else tuple(SPLIT_PREFIX), data_dir)
     if SPLIT_SEPARATOR in spec and spec.partition(SPLIT_SEPARATOR)[0] in DATASETS:
         raise DataError(f"{spec!r}: a built-in set's split is 'train' or 'test' (e.g. mnist:test)")
-    return SourceDataset(open_source(spec))
+    return SourceDataset(open_source(spec, max_file_bytes))
 
 
 def training_parts(dataset: Dataset) -> tuple[Dataset, Dataset | None]:

@@ -142,8 +142,8 @@ def accepted_sizes(m: Manifest) -> str:
 
 
 def check_image_size(m: Manifest, height: int, width: int, label: str) -> None:
-    if m.fully_convolutional:
-        ok = height % m.downsample == 0 and width % m.downsample == 0
+    if m.fully_convolutional:  # a side of 0 is a multiple of anything, but no image
+        ok = height > 0 and width > 0 and height % m.downsample == 0 and width % m.downsample == 0
     else:
         ok = (height, width) == (m.input.height, m.input.width)
     if not ok:

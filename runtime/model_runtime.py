@@ -17,8 +17,8 @@ import numpy as np
 import onnxruntime as ort
 
 from contract.entropy_model import EntropyModel, StagedEntropyModel, load_entropy_model
-from contract.manifest import GRAPH_IO, GRAPHS, METADATA_PREFIX, Manifest, load_manifest, verify_files
-from runtime import ModelLoadError, ProviderError
+from contract.manifest import GRAPH_IO, GRAPHS, MANIFEST_NAME, METADATA_PREFIX, Manifest, load_manifest, verify_files
+from runtime import ModelLoadError, ModelNotFound, ProviderError
 from runtime.host_limits import release_freed_memory
 from runtime.prior_sampler import PRIOR_THREADS, PriorRuntime, load_prior
 
@@ -179,6 +179,23 @@ def _open_session(manifest: Manifest, graph: str, path: Path, threads: int,
         return ort.InferenceSession(str(path), sess_options=session_options(threads), providers=providers)
     except Exception as exc:  # onnxruntime raises its own exception types for a bad graph
         raise ModelLoadError(f"{manifest.name}: {graph}.onnx is not a loadable ONNX model") from exc
+
+
+def model_names(models_dir: Path) -> list[str]:
+    """The models a directory holds: its sub-folders with a model.json."""
+    if not models_dir.is_dir():
+        raise ModelNotFound(f"models directory {models_dir} not found")
+    return sorted(p.name for p in models_dir.iterdir() if p.is_dir() and (p / MANIFEST_NAME).is_file())
+
+
+def named_model_dir(models_dir: Path, name: str) -> Path:
+    """The folder of the model called `name` (a name read from a stream or a tokens manifest: data):
+    only one of the directory's own model folders, never `name` joined to it as a path."""
+    names = model_names(models_dir)
+    if name not in names:
+        raise ModelNotFound(f"no model named {name[:64]!r} in {models_dir}; the models there are "
+                            f"{', '.join(names) or 'none'}")
+    return models_dir / names[names.index(name)]
 
 
 def load_model(model_dir: Path, providers: ProviderChoice, threads: int, warmup_runs: int,

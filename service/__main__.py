@@ -14,6 +14,7 @@ import tempfile
 from typing import Any
 
 import uvicorn
+from pydantic import ValidationError
 
 from service.config import get_settings
 
@@ -24,6 +25,12 @@ def log_config(level: str) -> dict[str, Any]:
     for logger in ("service", "runtime"):
         config["loggers"][logger] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
     return config
+
+
+def settings_problems(exc: ValidationError) -> str:
+    """'VQVAE_<NAME>: what is wrong' for each invalid setting."""
+    return "; ".join(f"VQVAE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg'].removeprefix('Value error, ')}"
+                     for e in exc.errors())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +46,11 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None:
             os.environ[f"VQVAE_{name.upper()}"] = str(value)
     get_settings.cache_clear()
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:  # a misconfiguration: one line per setting, no traceback
+        print(f"configuration error: {settings_problems(exc)}", file=sys.stderr)
+        return 2
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Each worker writes its metric samples here; /metrics in any worker sums them all.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="vqvae-metrics-")

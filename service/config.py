@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # models/ beside the packages: the repository checkout, and /app/models in the container.
@@ -79,6 +79,21 @@ class Settings(BaseSettings):
     # -- shutdown
     drain_seconds: float = Field(0.0, ge=0, description="after SIGTERM: keep serving (not ready) this long")
 
+    @field_validator("api_key")
+    @classmethod
+    def _presentable_key(cls, key: SecretStr | None) -> SecretStr | None:
+        """A key no client could send would lock every route, probes included, without a word: an empty
+        VQVAE_API_KEY= (a template whose secret was missing, say) stops start-up instead of serving with
+        no key, or with a key nobody has. Leave the variable unset to serve without a key."""
+        if key is None:
+            return None
+        value = key.get_secret_value()
+        if not value.strip():
+            raise ValueError("set but empty; unset it to serve without a key, or set a key")
+        if value != value.strip() or not all(" " <= c <= "~" for c in value):
+            raise ValueError("must be printable ASCII without leading or trailing spaces "
+                             "(an HTTP header cannot carry anything else)")
+        return key
 
     @property
     def exempt_groups(self) -> set[str]:

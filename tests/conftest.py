@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
 import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -97,3 +100,34 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     info.size = len(data)
                     tar.addfile(info, io.BytesIO(data))
     return root
+
+
+# -- files a program touches: an audit hook in a fresh interpreter ----------------------------
+
+AUDITED = """
+import json, os, sys
+watched = os.path.realpath(sys.argv[1])
+touched = []
+
+def hook(event, args):
+    if event in ("open", "os.listdir", "os.scandir") and args and isinstance(args[0], (str, bytes, os.PathLike)):
+        path = os.path.realpath(os.fsdecode(args[0]))
+        if path == watched or path.startswith(watched + os.sep):
+            touched.append(event + " " + path)
+
+sys.addaudithook(hook)
+rc = {call}
+print(json.dumps({{"rc": rc, "touched": touched}}))
+"""
+
+
+def run_audited(call: str, watched: Path) -> tuple[int, list[str], str]:
+    """Run `call` (Python evaluating to an exit status, e.g. a CLI's main([...])) in a fresh interpreter
+    whose audit hook records every file opened and folder listed under `watched`
+    -> (the status, those events, stderr). onnxruntime reads a model only after its sha256 was checked
+    from Python, so a model that is loaded shows up here."""
+    done = subprocess.run([sys.executable, "-c", AUDITED.format(call=call), str(watched)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip(), done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    return report["rc"], report["touched"], done.stderr

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from contract import ContractError
 from datasources import DatasetError
 from datasources.dataset import open_dataset
+from datasources.image_files import MAX_FILE_BYTES
 from runtime import CodecError
 from runtime.host_limits import usable_cpus
 from tokenizer.job import Job, ShardEncoder, encode_shard_in_worker, shard_count, start_worker
@@ -49,7 +50,7 @@ def run_local(job: Job, todo: list[int], workers: int) -> Iterable[ShardRecord]:
 
 def run(job: Job, engine: str, workers: int, ray_address: str | None, progress: bool) -> dict[str, object]:
     job.out_dir.mkdir(parents=True, exist_ok=True)
-    total = len(open_dataset(job.source, job.data_dir))
+    total = len(open_dataset(job.source, job.data_dir, job.max_file_bytes))
     todo = pending_shards(job, total)
     done_rows = total - sum(min(job.shard_size, total - i * job.shard_size) for i in todo)
     bar = tqdm(total=total, initial=done_rows, unit="img", disable=not progress, dynamic_ncols=True)
@@ -84,15 +85,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=64, help="images per onnxruntime run")
     p.add_argument("--data-dir", help="for built-in sets: default $VQVAE_DATA_DIR or the user cache dir")
     p.add_argument("--progress", choices=["on", "off"], default="on")
+    p.add_argument("--max-file-mb", type=float, default=MAX_FILE_BYTES / 2**20,
+                   help="an image file or tar member larger than this is not read, and is listed with the "
+                        "unreadable inputs (default %(default)g)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.workers < 1 or args.shard_size < 1 or args.batch < 1:
-        print("error: --workers, --shard-size and --batch must be at least 1", file=sys.stderr)
+    if args.workers < 1 or args.shard_size < 1 or args.batch < 1 or not args.max_file_mb > 0:
+        print("error: --workers, --shard-size and --batch must be at least 1, --max-file-mb above 0", file=sys.stderr)
         return 2
-    job = Job(args.source, args.model, args.out, args.data_dir, args.shard_size, args.batch)
+    job = Job(args.source, args.model, args.out, args.data_dir, args.shard_size, args.batch,
+              int(args.max_file_mb * 2**20))
     try:
         manifest = run(job, args.engine, args.workers, args.ray_address, args.progress == "on")
     except (DatasetError, ContractError, CodecError) as exc:

@@ -5,7 +5,7 @@ Shard i holds inputs [i·S, (i+1)·S) of the source, in input order (S = --shard
 onnxruntime sessions once. Images are grouped into runs of one size (up to --batch images and a
 run's pixels); an image larger than a run is encoded in tiles with the model's halo, exactly as the
 service does. An unreadable file, or one whose size the model cannot take, is listed with its
-reason and the job goes on.
+reason and the job goes on; so is a file or tar member over --max-file-mb, which is never read.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 from contract.manifest import GRAPHS, load_manifest
 from datasources import UnreadableImage
 from datasources.dataset import open_dataset
+from datasources.image_files import MAX_FILE_BYTES
 from runtime.memory_estimates import GraphCosts
 from runtime.model_runtime import ModelRuntime, load_model
 from runtime.tiling import plan_tiles
@@ -37,6 +38,7 @@ class Job:
     data_dir: str | None = None  # for built-in sets
     shard_size: int = 5000
     batch: int = 64
+    max_file_bytes: int = MAX_FILE_BYTES  # an image file or tar member; larger ones are listed, never read
 
     def describe(self) -> dict[str, object]:
         manifest = load_manifest(self.model_dir)
@@ -56,7 +58,7 @@ class ShardEncoder:
 
     def __init__(self, job: Job, threads: int) -> None:
         self.job = job
-        self.inputs = open_dataset(job.source, job.data_dir)
+        self.inputs = open_dataset(job.source, job.data_dir, job.max_file_bytes)
         self.runtime: ModelRuntime = load_model(job.model_dir, "cpu", threads, warmup_runs=1, max_batch=job.batch)
         m = self.runtime.manifest
         self.costs = GraphCosts.of(m)

@@ -3,9 +3,9 @@
 Pure ASGI rather than BaseHTTPMiddleware: no per-request task or body buffering. Order (outermost
 first, set in app.py): metrics, header limit, CORS, API key, body limit, then the routes.
 
-With VQVAE_API_KEY set, every request must carry `Authorization: Bearer <key>`, compared in
-constant time; route groups named in VQVAE_AUTH_EXEMPT (probes, metrics, docs, demo) are served
-without it.
+With VQVAE_API_KEY set, every request must carry `Authorization: Bearer <key>` (the scheme in any
+case, as HTTP auth schemes are case-insensitive: RFC 9110 §11.1), the key compared in constant time;
+route groups named in VQVAE_AUTH_EXEMPT (probes, metrics, docs, demo) are served without it.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ class BodySizeLimit:
 
 
 ROUTE_GROUPS = {
-    "probes": ("/livez", "/healthz", "/readyz"),
+    "probes": ("/livez", "/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"),  # the KServe probes too
     "metrics": ("/metrics",),
     "docs": ("/docs", "/redoc", "/openapi.json", "/static/docs/"),
     "demo": ("/", "/demo/"),
@@ -114,11 +114,18 @@ def exempt_prefixes(groups: set[str]) -> tuple[str, ...]:
     return tuple(prefix for g in sorted(groups) for prefix in ROUTE_GROUPS[g])
 
 
+def bearer_token(authorization: bytes) -> bytes:
+    """The credentials of `Bearer <token>`, the scheme in any case and spaces after it; b"" for any
+    other scheme (the token itself is compared whole: no prefix or case tricks)."""
+    scheme, _, token = authorization.partition(b" ")
+    return token.lstrip(b" ") if scheme.lower() == b"bearer" else b""
+
+
 class ApiKeyAuth:
     """Pure ASGI: 401 before the body is read unless the bearer token matches (or the path is exempt)."""
 
     def __init__(self, app: ASGIApp, key: str, exempt: tuple[str, ...]) -> None:
-        self.app, self.expected, self.exempt = app, f"Bearer {key}".encode(), exempt
+        self.app, self.expected, self.exempt = app, key.encode(), exempt
 
     def _exempt(self, path: str) -> bool:
         """Exact paths, and prefixes for entries ending in "/" ("/" itself is exact: the demo page)."""
@@ -128,8 +135,7 @@ class ApiKeyAuth:
         if scope["type"] != "http" or self._exempt(scope["path"]):
             await self.app(scope, receive, send)
             return
-        presented = dict(scope["headers"]).get(b"authorization", b"")
-        if hmac.compare_digest(presented, self.expected):
+        if hmac.compare_digest(bearer_token(dict(scope["headers"]).get(b"authorization", b"")), self.expected):
             await self.app(scope, receive, send)
             return
         response = error_response(401, "unauthorized", "missing or invalid API key; send Authorization: Bearer <key>",

@@ -80,8 +80,13 @@ def _outputs(request: InferRequest, model: str, available: list[str]) -> dict[st
 
 
 def _count(tensor: Tensor, settings: Settings) -> None:
+    """At least one item, at most the limit, and no other dimension of size 0 (an image or a grid is
+    at least 1×1: an empty tensor is valid v2, but there is nothing here to encode or decode)."""
     if tensor.shape[0] < 1:
         raise InvalidTensor(f"input {tensor.name!r}: send at least one item")
+    if 0 in tensor.shape[1:]:
+        raise InvalidTensor(f"input {tensor.name!r}: shape {list(tensor.shape)} has a dimension of size 0; "
+                            "images and grids are at least 1×1")
     if tensor.shape[0] > settings.max_images:
         raise TooManyImages(f"{tensor.shape[0]} items in input {tensor.name!r}; the limit is {settings.max_images}")
 

@@ -29,6 +29,8 @@ from service.offload import off_loop
 
 
 def check_grid_size(m: Manifest, height: int, width: int, max_pixels: int) -> None:
+    if height < 1 or width < 1:  # a v2 tensor may say so; there is nothing to decode (and no run to plan)
+        raise UnsupportedSize(f"grids are {height}×{width}; a grid is at least 1×1")
     if not m.fully_convolutional and (height, width) != (m.grid.height, m.grid.width):
         raise UnsupportedSize(f"grids are {height}×{width}; model {m.name!r} decodes exactly "
                               f"{m.grid.height}×{m.grid.width} grids")

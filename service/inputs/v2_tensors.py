@@ -4,8 +4,11 @@ A request body is JSON, or JSON followed by raw tensor bytes: `Inference-Header-
 gives the JSON's length, and each input with `parameters.binary_data_size` takes that many bytes,
 in input order. Binary element layouts: fixed-size types little-endian, row-major; BYTES as each
 element's 4-byte little-endian length then its bytes. In JSON, `data` is the row-major element list
-(nesting allowed); a BYTES element is a string: base64 (our convention, since image files are not
-text). Everything malformed becomes InvalidTensor (400) naming the tensor and the problem.
+(nested no deeper than the shape's rank); a BYTES element is a string: base64 (our convention,
+since image files are not text). Everything malformed becomes InvalidTensor (400) naming the tensor
+and the problem: `parameters` that are not objects, flags that are not JSON booleans (tritonclient
+sends true/false; the string "false" is not false), a header length that is not ASCII digits, bytes
+left over after the last binary tensor, a gzip body with junk after its members.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from service.offload import off_loop
 NUMERIC: dict[str, np.dtype[Any]] = {"UINT8": np.dtype("<u1"), "INT32": np.dtype("<i4"), "INT64": np.dtype("<i8")}
 RANGES = {"UINT8": (0, 255), "INT32": (-(2**31), 2**31 - 1), "INT64": (-(2**63), 2**63 - 1)}
 HEADER_LENGTH = "inference-header-content-length"
+MAX_DIGITS = 18  # a byte count below 10**18: int() never sees a 5,000-digit string (ValueError past 4,300)
 
 
 class InvalidTensor(BadRequest):
@@ -63,25 +67,47 @@ class OutputTensor:
     binary: bool = field(default=False)
 
 
+def ascii_int(text: str) -> int | None:
+    """A non-negative decimal integer of ASCII digits ("²" and "١" are digits to str.isdigit, not to
+    int()), at most MAX_DIGITS long; None otherwise."""
+    if not text or len(text) > MAX_DIGITS or not (text.isascii() and text.isdigit()):
+        return None
+    return int(text)
+
+
 def decompressed(body: bytes, encoding: str, limit: int) -> bytes:
-    """A gzip or deflate body, inflated to at most `limit` bytes (413 beyond: a zip bomb stays small)."""
+    """A gzip or deflate body, inflated to at most `limit` bytes (413 beyond: a zip bomb stays small).
+    Every gzip member is inflated (RFC 1952 allows several); a truncated stream, or anything after the
+    last member that is not one, is a 400 rather than silently dropped."""
     if encoding in ("", "identity"):
         return body
     if encoding not in ("gzip", "deflate"):
         raise BadRequest(f"Content-Encoding {encoding[:40]!r} is not accepted; use gzip, deflate or none")
-    inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise BadRequest(f"the {encoding} body does not inflate ({exc})") from exc
-    if len(out) > limit:
-        raise PayloadTooLarge(f"the {encoding} body inflates past the limit of {limit} bytes")
-    return out
+    out, rest = bytearray(), body
+    while True:
+        inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+        try:
+            out += inflater.decompress(rest, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise BadRequest(f"the {encoding} body does not inflate ({exc})") from exc
+        if len(out) > limit:
+            raise PayloadTooLarge(f"the {encoding} body inflates past the limit of {limit} bytes")
+        if not inflater.eof:
+            raise BadRequest(f"the {encoding} body is truncated: its compressed data ends early")
+        rest = inflater.unused_data
+        if not rest:
+            return bytes(out)
+        if encoding != "gzip" or not rest.startswith(b"\x1f\x8b"):
+            raise BadRequest(f"{len(rest)} bytes after the end of the {encoding} data; send the compressed "
+                             "body alone")
 
 
-def _bytes_elements(raw: bytes, name: str) -> list[bytes]:
-    elements, offset = [], 0
+def _bytes_elements(raw: bytes, name: str, expected: int) -> list[bytes]:
+    elements: list[bytes] = []
+    offset = 0
     while offset < len(raw):
+        if len(elements) == expected:  # stop early: a million 1-byte elements would cost 50 bytes each
+            raise InvalidTensor(f"input {name!r}: more BYTES elements than its shape holds ({expected})")
         if offset + 4 > len(raw):
             raise InvalidTensor(f"input {name!r}: BYTES data ends inside an element's length prefix")
         (length,) = struct.unpack_from("<I", raw, offset)
@@ -93,14 +119,34 @@ def _bytes_elements(raw: bytes, name: str) -> list[bytes]:
     return elements
 
 
-def _flatten(data: Any) -> list[Any]:
-    if isinstance(data, list):
-        return [x for item in data for x in _flatten(item)]
-    return [data]
+def _flatten(data: Any, name: str, rank: int) -> list[Any]:
+    """Row-major elements of `data`, nested at most `rank` lists deep (flat is fine too). Iterative:
+    a deep nest is a 400 at any depth, never a RecursionError."""
+    if not isinstance(data, list):
+        return [data]
+    values: list[Any] = []
+    stack: list[tuple[list[Any], int]] = [(data, 1)]  # (list, its depth), walked left to right
+    cursors = [0]
+    while stack:
+        items, depth = stack[-1]
+        if cursors[-1] == len(items):
+            stack.pop()
+            cursors.pop()
+            continue
+        item = items[cursors[-1]]
+        cursors[-1] += 1
+        if not isinstance(item, list):
+            values.append(item)
+        elif depth >= max(rank, 1):
+            raise InvalidTensor(f"input {name!r}: data nested deeper than its shape's {rank} dimensions")
+        else:
+            stack.append((item, depth + 1))
+            cursors.append(0)
+    return values
 
 
-def _json_elements(spec: dict[str, Any], name: str, datatype: str) -> np.ndarray | list[bytes]:
-    values = _flatten(spec.get("data", []))
+def _json_elements(spec: dict[str, Any], name: str, datatype: str, rank: int) -> np.ndarray | list[bytes]:
+    values = _flatten(spec.get("data", []), name, rank)
     if datatype == "BYTES":
         try:
             return [base64.b64decode(v, validate=True) for v in values]
@@ -115,6 +161,35 @@ def _json_elements(spec: dict[str, Any], name: str, datatype: str) -> np.ndarray
     return array
 
 
+def parameters(value: Any, where: str) -> dict[str, Any]:
+    """A `parameters` field: a JSON object, or absent (null counts as absent); 400 otherwise."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidTensor(f"{where}: parameters must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def flag(params: dict[str, Any], name: str, where: str) -> bool:
+    """A boolean parameter: JSON true or false only (the string "false" must not read as true)."""
+    value = params.get(name, False)
+    if type(value) is not bool:
+        raise InvalidTensor(f"{where}: parameter {name!r} must be true or false, got {json.dumps(value)[:40]}")
+    return value
+
+
+def _binary_data(name: str, datatype: str, shape: list[int], size: Any,
+                 binary: memoryview, offset: int) -> tuple[np.ndarray | list[bytes], int]:
+    if type(size) is not int or size < 0 or offset + size > len(binary):
+        raise InvalidTensor(f"input {name!r}: binary_data_size {str(size)[:20]} runs past the binary data sent")
+    raw = bytes(binary[offset : offset + size])
+    if datatype == "BYTES":
+        return _bytes_elements(raw, name, math.prod(shape)), offset + size
+    if size % NUMERIC[datatype].itemsize:
+        raise InvalidTensor(f"input {name!r}: {size} bytes is not a whole number of {datatype} elements")
+    return np.frombuffer(raw, dtype=NUMERIC[datatype]), offset + size
+
+
 def _input(spec: Any, binary: memoryview, offset: int) -> tuple[Tensor, int]:
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         raise InvalidTensor("each input must be an object with a name, shape, datatype and data")
@@ -122,21 +197,12 @@ def _input(spec: Any, binary: memoryview, offset: int) -> tuple[Tensor, int]:
     if datatype not in (*NUMERIC, "BYTES"):
         raise InvalidTensor(f"input {name!r}: datatype {str(datatype)[:20]!r} is not one of UINT8, INT32, INT64, BYTES")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape) or len(shape) > 8:
-        raise InvalidTensor(f"input {name!r}: shape must be a list of non-negative integers")
-    size = (spec.get("parameters") or {}).get("binary_data_size")
+        raise InvalidTensor(f"input {name!r}: shape must be a list of at most 8 non-negative integers")
+    size = parameters(spec.get("parameters"), f"input {name!r}").get("binary_data_size")
     if size is not None:
-        if type(size) is not int or size < 0 or offset + size > len(binary):
-            raise InvalidTensor(f"input {name!r}: binary_data_size {size} runs past the binary data sent")
-        raw = bytes(binary[offset : offset + size])
-        offset += size
-        if datatype == "BYTES":
-            data: np.ndarray | list[bytes] = _bytes_elements(raw, name)
-        elif size % NUMERIC[datatype].itemsize:
-            raise InvalidTensor(f"input {name!r}: {size} bytes is not a whole number of {datatype} elements")
-        else:
-            data = np.frombuffer(raw, dtype=NUMERIC[datatype])
+        data, offset = _binary_data(name, datatype, shape, size, binary, offset)
     else:
-        data = _json_elements(spec, name, datatype)
+        data = _json_elements(spec, name, datatype, len(shape))
     if len(data) != math.prod(shape):
         raise InvalidTensor(f"input {name!r}: shape {shape} holds {math.prod(shape)} elements, {len(data)} were sent")
     if isinstance(data, np.ndarray):
@@ -146,12 +212,10 @@ def _input(spec: Any, binary: memoryview, offset: int) -> tuple[Tensor, int]:
 
 def parse_infer_request(body: bytes, header_length: str | None, max_inputs: int = 8) -> InferRequest:
     """The body of POST .../infer -> its tensors; InvalidTensor / BadRequest when malformed."""
-    if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
-            raise BadRequest(f"Inference-Header-Content-Length {header_length[:20]!r} does not fit the body")
-        split = int(header_length)
-    else:
-        split = len(body)
+    split = len(body) if header_length is None else ascii_int(header_length.strip())
+    if split is None or split > len(body):
+        raise BadRequest(f"Inference-Header-Content-Length {str(header_length)[:20]!r} is not a byte count "
+                         f"within the body's {len(body)} bytes")
     try:
         request = json.loads(body[:split])
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
@@ -160,18 +224,24 @@ def parse_infer_request(body: bytes, header_length: str | None, max_inputs: int 
         raise BadRequest('expected {"inputs": [{"name", "shape", "datatype", "data"}, ...]}')
     if len(request["inputs"]) > max_inputs:
         raise InvalidTensor(f"{len(request['inputs'])} inputs; a model here takes one")
+    request_parameters = parameters(request.get("parameters"), "the request")
+    binary_output = flag(request_parameters, "binary_data_output", "the request")
     binary, offset, inputs = memoryview(body)[split:], 0, {}
     for spec in request["inputs"]:
         tensor, offset = _input(spec, binary, offset)
+        if tensor.name in inputs:
+            raise InvalidTensor(f"input {tensor.name!r} is sent twice")
         inputs[tensor.name] = tensor
-    parameters = request.get("parameters") or {}
-    return InferRequest(_request_id(request), inputs, _requested_outputs(request),
-                        bool(parameters.get("binary_data_output", False)), _stages(parameters))
+    if offset != len(binary):
+        raise InvalidTensor(f"{len(binary) - offset} bytes after the last binary tensor; every byte after the "
+                            "JSON must belong to an input's binary_data_size")
+    return InferRequest(_request_id(request), inputs, _requested_outputs(request), binary_output,
+                        _stages(request_parameters))
 
 
-def _stages(parameters: Any) -> int | None:
+def _stages(request_parameters: dict[str, Any]) -> int | None:
     """The request parameter `stages`: a whole number (range-checked against the model later)."""
-    value = parameters.get("stages") if isinstance(parameters, dict) else None
+    value = request_parameters.get("stages")
     if value is not None and (type(value) is not int or value < 1):
         raise InvalidTensor(f"parameter 'stages' must be a whole number ≥ 1, not {str(value)[:20]!r}")
     return value
@@ -190,7 +260,8 @@ def _requested_outputs(request: dict[str, Any]) -> dict[str, bool] | None:
                                                     for o in outputs)
     if not well_formed:
         raise BadRequest('"outputs" must be a list of {"name": ..., "parameters": {...}} objects')
-    return {o["name"]: bool((o.get("parameters") or {}).get("binary_data", False)) for o in outputs}
+    return {o["name"]: flag(parameters(o.get("parameters"), f"output {o['name']!r}"), "binary_data",
+                            f"output {o['name']!r}") for o in outputs}
 
 
 def _binary_of(output: OutputTensor) -> bytes:
@@ -230,10 +301,10 @@ def v2_reading_bytes(headers: Mapping[str, str], max_body_bytes: int) -> int:
     """Reading and parsing a v2 body: the body (inflated, at most the limit when compressed), and the
     JSON part's Python objects (all of it, unless the binary extension says how long it is)."""
     compressed = headers.get("content-encoding", "identity").lower() not in ("", "identity")
-    declared = headers.get("content-length", "")
-    body = max_body_bytes if compressed or not declared.isdigit() else min(max_body_bytes, int(declared))
-    header = headers.get(HEADER_LENGTH, "")
-    json_part = min(body, int(header)) if header.isdigit() else body
+    declared = ascii_int(headers.get("content-length", ""))
+    body = max_body_bytes if compressed or declared is None else min(max_body_bytes, declared)
+    header = ascii_int(headers.get(HEADER_LENGTH, "").strip())
+    json_part = min(body, header) if header is not None else body
     return body + json_part * JSON_PARSE_BYTES_PER_BODY_BYTE
 
 

@@ -95,7 +95,8 @@ def test_a_killed_run_resumes_to_the_same_output(photos: Path, tmp_path: Path) -
 
 def test_detokenize_round_trip(photos: Path, tmp_path: Path, server: ServerProcess) -> None:
     run(photos, tmp_path / "tokens")
-    assert detokenize([str(tmp_path / "tokens"), "--out", str(tmp_path / "png"), "--model", str(MNIST)]) == 0
+    assert detokenize([str(tmp_path / "tokens"), "--out", str(tmp_path / "png"), "--model", str(MNIST),
+                       "--keep-tree"]) == 0
     restored = sorted((tmp_path / "png").rglob("*.png"))
     assert len(restored) == 300
     key = "odd/0002"  # decoded from its tokens equals the service's decode of the same codes

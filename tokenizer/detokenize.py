@@ -177,8 +177,8 @@ def decode_rows(runtime: ModelRuntime, rows: list[Row]) -> list[tuple[Row, np.nd
     """Rows -> (row, uint8 (H, W, C)) in the order given, grids of one size decoded together."""
     by_size: dict[tuple[int, ...], list[int]] = {}
     for i, row in enumerate(rows):  # (h, w), or (stages, h, w) for a residual model
-        shape = (row.height, row.width) if row.stages is None else (row.stages, row.height, row.width)
-        by_size.setdefault(shape, []).append(i)
+        grid: tuple[int, ...] = (row.height, row.width) if row.stages is None else (row.stages, row.height, row.width)
+        by_size.setdefault(grid, []).append(i)
     images: dict[int, np.ndarray] = {}
     for shape, group in by_size.items():
         grids = np.array([rows[i].codes for i in group], np.int64).reshape(len(group), *shape)

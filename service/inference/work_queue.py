@@ -111,7 +111,7 @@ class WorkQueue:
 
     def _refusal(self, work: Work, ahead: float, when: str) -> Overloaded:
         WORK_REFUSED.labels(when).inc()
-        retry = max(1.0, ahead - work.slack_s)
+        retry = max(0.1, ahead - work.slack_s)  # error_mapping rounds it up to whole seconds
         return Overloaded(f"server busy: the work queued ahead of {work.what} is expected to take "
                           f"{ahead:.0f} s, longer than it may wait ({work.slack_s:.0f} s); retry in "
                           f"{math.ceil(retry)} s", retry_after_s=retry)

@@ -51,6 +51,12 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
 
+    def worker_pids(self) -> list[int]:
+        """With several workers: the worker processes (uvicorn's supervisor spawns them as children
+        running multiprocessing's spawn_main); [] with one (the server runs in this process)."""
+        return sorted(pid for pid in children(self.pid)
+                      if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"))
+
     def client(self, **kwargs: object) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30, **kwargs)  # type: ignore[arg-type]
 
@@ -88,6 +94,19 @@ class ServerProcess:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of `pid` (from /proc: their parent's pid is field 4 of stat)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
 
 
 def service_env(**settings: object) -> dict[str, str]:

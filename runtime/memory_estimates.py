@@ -75,15 +75,34 @@ def encode_request_bytes(body_bytes: int, sizes: list[tuple[int, int]], largest_
     return body_bytes + largest_decode + in_hand + outputs
 
 
-def body_bytes(media_type: str, declared: int) -> int:
-    """Reading and parsing a body of `declared` bytes, before anything in it is known: JSON becomes
-    Python objects; multipart parts are copied out of the stream (and may spill to /tmp, a tmpfs in
-    the container: memory too)."""
+@dataclass(frozen=True)
+class BodyCharge:
+    """What a request body costs in memory, charged from the bytes that really arrived, never from a
+    size a header promises: one copy of every byte while it arrives, then, once the body is all
+    there, its parsing (JSON becomes Python objects; multipart parts are copied out of the stream,
+    and may spill to /tmp, a tmpfs in the container: memory too).
+
+    `declared` (a Content-Length) reserves nothing; it only lets a body whose cost could never fit
+    be refused before it is read."""
+
+    copies: int = 1  # copies of the whole body held while it is parsed
+    parse_per_byte: int = 0  # bytes of parsed objects per parsed byte
+    parsed_part: int | None = None  # bytes that are parsed (v2's binary extension: its JSON header); None: all
+    declared: int | None = None
+
+    def complete(self, size: int) -> int:
+        """A body of `size` bytes, all arrived, while it is parsed."""
+        parsed = size if self.parsed_part is None else min(size, self.parsed_part)
+        return size * self.copies + parsed * self.parse_per_byte
+
+
+def charge_for_media(media_type: str, declared: int | None = None) -> BodyCharge:
+    """The charge for a body of this media type (see BodyCharge)."""
     if media_type == "application/json":
-        return declared * (1 + JSON_PARSE_BYTES_PER_BODY_BYTE)
+        return BodyCharge(parse_per_byte=JSON_PARSE_BYTES_PER_BODY_BYTE, declared=declared)
     if media_type == "multipart/form-data":
-        return 2 * declared
-    return declared
+        return BodyCharge(copies=2, declared=declared)
+    return BodyCharge(declared=declared)
 
 
 def stream_decode_bytes(count: int, height: int, width: int, entropy: bool, prior_walk: int = 0, stages: int = 1,

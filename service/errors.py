@@ -43,10 +43,17 @@ class ModelNotReady(CodecError):
 
 
 class Overloaded(CodecError):
-    """Too many requests in progress (the admission gate) or the inference queue is full: refuse at
-    once rather than queue into a slow collapse."""
+    """Too many requests in progress (the admission gate), the inference queue full, the memory
+    budget busy, or work queued ahead that would keep this request from starting before its
+    deadline: refuse at once rather than queue into a slow collapse. `retry_after_s`: when trying
+    again is worth it (the work queue computes it from the work ahead; the others drain within about
+    a second)."""
 
     code = "overloaded"
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class DeadlineExceeded(CodecError):

@@ -2,12 +2,17 @@
 
 Multiprocess-safe: with several workers, `python -m service` points PROMETHEUS_MULTIPROC_DIR at a
 fresh directory before the workers start, each worker writes its samples there, and /metrics
-aggregates them (prometheus_client's multiprocess mode).
+aggregates them (prometheus_client's multiprocess mode). A worker that dies (killed, out of
+memory) is replaced by the supervisor; its counters stay in the sums (they counted real requests),
+and the replacement drops its gauges of live values (in flight, memory reserved, the budget), which
+would otherwise be summed for ever (`forget_dead_workers`).
 """
 
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -39,6 +44,10 @@ MEMORY_RESERVED = Gauge("vqvae_memory_reserved_bytes", "Bytes of request working
                         multiprocess_mode="livesum")
 MEMORY_REFUSED = Counter("vqvae_memory_refused_total",
                          "Requests refused by the memory budget: over_budget (413) or busy (429)", ["reason"])
+WORK_QUEUED = Gauge("vqvae_work_queued_seconds", "Expected seconds of heavy work waiting for its turn",
+                    multiprocess_mode="livesum")
+WORK_REFUSED = Counter("vqvae_work_refused_total", "Heavy requests refused with 429 because they could not start "
+                       "before their deadline: at_once (from the work ahead) or waited (it took longer)", ["when"])
 PROVIDER = Gauge("vqvae_model_provider_info", "1 per ready model, labelled with its active execution provider",
                  ["model", "version", "provider"], multiprocess_mode="max")
 
@@ -62,6 +71,32 @@ class BatchMetrics:
 
 def model_ready(model: str, version: str, provider: str) -> None:
     PROVIDER.labels(model, version, provider).set(1)
+
+
+LIVE_GAUGE_FILE = re.compile(r"gauge_live\w*?_(\d+)\.db")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def forget_dead_workers() -> list[int]:
+    """Drop the live gauges of worker processes that no longer exist -> their pids. Called by each
+    worker as it starts: a worker replacing a dead one cleans up after it."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return []
+    pids = {int(m.group(1)) for f in Path(directory).glob("gauge_live*.db") if (m := LIVE_GAUGE_FILE.fullmatch(f.name))}
+    dead = sorted(pid for pid in pids if pid != os.getpid() and not _alive(pid))
+    for pid in dead:
+        multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+    return dead
 
 
 def exposition() -> tuple[bytes, str]:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -26,8 +27,10 @@ from service.api.sigterm import install_sigterm_drain
 from service.config import Settings, get_settings
 from service.inference.admission import AdmissionGate
 from service.inference.registry import ModelRegistry
+from service.telemetry import forget_dead_workers
 
 API_VERSION = "1.0.0"
+log = logging.getLogger("service")
 DOCS_ASSETS = "/static/docs"
 
 
@@ -62,12 +65,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     registry.discover()
     app.state.registry = registry
     restore_signals = install_sigterm_drain(registry.begin_shutdown, settings.drain_seconds)
+    dead = forget_dead_workers()  # a worker replacing one that died: its live gauges go with it
+    if dead:
+        log.warning("replacing worker process(es) %s, which died; their live gauges dropped", dead)
     loading: asyncio.Future[Any] | None = None
     if settings.on_model_error == "exit":  # load before serving; any failure fails start-up
         registry.load_all()
         if registry.problem or registry.failures():
             raise RuntimeError("start-up aborted, VQVAE_ON_MODEL_ERROR=exit: "
                                + "; ".join([registry.problem, *registry.failures()]).strip("; "))
+    elif settings.workers > 1:
+        # Load before taking connections: the workers share one listening socket, so the others take
+        # every connection meanwhile, and a worker replacing one that died never answers 503 while
+        # the service as a whole is ready.
+        await asyncio.to_thread(registry.load_all)
     else:  # serve /livez at once; /readyz turns 200 when loading and warm-up are done
         loading = asyncio.ensure_future(asyncio.to_thread(registry.load_all))
     yield

@@ -15,6 +15,7 @@ from starlette.datastructures import State
 from service.config import Settings
 from service.inference.admission import AdmissionGate, MemoryBudget
 from service.inference.registry import ModelRegistry, ServedModel
+from service.inference.work_queue import WorkQueue
 
 
 async def settings_of(request: Request) -> Settings:
@@ -36,13 +37,14 @@ ModelName = Annotated[str, Path(description="model name, e.g. mnist")]
 
 @dataclass(frozen=True)
 class CodecTarget:
-    """What a codec request works with: the model it addresses, the settings, the admission gate
-    and the worker's memory budget."""
+    """What a codec request works with: the model it addresses, the settings, the admission gate,
+    the worker's memory budget and its work queue."""
 
     model: ServedModel
     settings: Settings
     gate: AdmissionGate
     memory: MemoryBudget
+    work: WorkQueue
 
 
 def codec_target(state: State, name: str | None) -> CodecTarget:
@@ -51,7 +53,7 @@ def codec_target(state: State, name: str | None) -> CodecTarget:
     registry: ModelRegistry = state.registry
     settings: Settings = state.settings
     model = registry.get(name if name is not None else settings.default_model)
-    return CodecTarget(model, settings, state.admission, registry.memory)
+    return CodecTarget(model, settings, state.admission, registry.memory, registry.work)
 
 
 # One dependency per route and none beneath it: FastAPI's cost per dependency (~15 µs here) is

@@ -8,6 +8,8 @@ and contract) know nothing of HTTP; this module alone decides their status, head
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -64,9 +66,18 @@ HTTP_STATUS: dict[type[Exception], int] = {
     CodecError: 500,
     ContractError: 500,
 }
-HTTP_HEADERS: dict[type[Exception], dict[str, str]] = {
-    Overloaded: {"Retry-After": "1"},  # seconds; the queue and the gate drain within about that
-    BodyTimeout: {"Connection": "close"},  # the rest of a stalled body is not worth reading
+
+
+def _retry_after(exc: Exception) -> dict[str, str]:
+    """Whole seconds, at least 1 (HTTP's delta-seconds): the gate, the batching queue and the memory
+    budget drain within about a second; the work queue says how long the work ahead of it will take."""
+    seconds = exc.retry_after_s if isinstance(exc, Overloaded) else 1.0
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}
+
+
+HTTP_HEADERS: dict[type[Exception], Callable[[Exception], dict[str, str]]] = {
+    Overloaded: _retry_after,
+    BodyTimeout: lambda _: {"Connection": "close"},  # the rest of a stalled body is not worth reading
 }
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 503: "unavailable"}
 
@@ -76,7 +87,7 @@ def status_of(exc: CodecError | ContractError) -> int:
 
 
 def headers_of(exc: CodecError | ContractError) -> dict[str, str] | None:
-    return next((HTTP_HEADERS[cls] for cls in type(exc).__mro__ if cls in HTTP_HEADERS), None)
+    return next((HTTP_HEADERS[cls](exc) for cls in type(exc).__mro__ if cls in HTTP_HEADERS), None)
 
 
 V2_PREFIX = "/v2"

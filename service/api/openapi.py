@@ -124,9 +124,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (413, "Body, image or batch over the configured limits"),
         (415, "Unsupported media type"),
         (422, "Invalid codes, sizes or parameters"),
-        (429, "Too many requests in progress or queued; retry after the Retry-After header's seconds"),
+        (429, "Too many requests in progress, memory busy, or work queued ahead that would keep this one from "
+              "starting before its deadline; retry after the Retry-After header's seconds"),
         (503, "Model not ready"),
-        (504, "Inference did not finish within VQVAE_REQUEST_TIMEOUT_S"),
+        (504, "The request's work started but overran its deadline"),
     ]
 }
 
@@ -221,8 +222,9 @@ V2_RESPONSES: dict[int | str, dict[str, Any]] = {
            (404, "Unknown model or version"),
            (408, "The body did not arrive within VQVAE_BODY_TIMEOUT_S"),
            (413, "Body, image, batch or memory budget over the limits"),
-           (429, "Too many requests in progress, queued, or holding memory; retry after Retry-After seconds"),
+           (429, "Too many requests in progress, memory busy, or work queued ahead that would keep this one from "
+                 "starting before its deadline; retry after Retry-After seconds"),
            (503, "Model not ready"),
-           (504, "Inference did not finish within its deadline"),
+           (504, "The request's work started but overran its deadline"),
        ]},
 }

@@ -1,13 +1,23 @@
-"""A codec request's lifetime: its place at the admission gate, its memory reservation, its deadlines
-(the body's: 408; the work's: 504) and cancellation when the client leaves. One scope per request,
-opened by the route and handed to the parse and run steps, whatever the protocol (HTTP routes, v2).
+"""A codec request's lifetime: its place at the admission gate, its memory (charged as its body
+arrives, then as its work needs), its turn in the work queue, its deadlines (the body's: 408; the
+work's: 504) and cancellation when the client leaves. One scope per request, opened by the route
+and handed to the parse and run steps, whatever the protocol (HTTP routes, v2; the scope itself
+knows nothing of HTTP: `metered` and `http_client_gone` below are the HTTP side).
 
-    async with admitted(target, reading_bytes, client_gone=http_client_gone(request)) as scope:
+    async with admitted(target, body_charge(request), http_client_gone(request)) as scope:
+        request = metered(request, scope)                    # the body charged as it arrives (413 / 429)
         async with scope.reading():                          # 408 after VQVAE_BODY_TIMEOUT_S
             body = await request.body()
-        await scope.reserve(plan.working_bytes, plan.what)   # 413 / 429 (service/inference/admission.py)
-        result = await scope.within(work, plan.deadline_s(settings), watch=True)   # 504; cancelled if the client leaves
+        async with scope.running(plan.work(settings)):       # 429 if it cannot start in time; memory
+            result = await scope.within(work, watch=True)    # 504 past its deadline; cancelled if the client leaves
         scope.stop                                           # set when the request ends: walks in threads stop
+
+Memory follows the bytes that arrived, never a size a header promises: nothing is reserved at
+admission (a Content-Length whose cost could never fit is refused there with 413, before reading);
+each chunk of the body grows the reservation as it arrives (bodies still arriving share at most
+half the budget, service/inference/admission.py); once the body is all there its parsing is
+charged (JSON, multipart), and an inflated (gzip) body by what it inflates to; after parsing, only
+what the parsed request still holds stays reserved while it waits for its turn; then its work's.
 """
 
 from __future__ import annotations
@@ -19,24 +29,39 @@ from contextlib import asynccontextmanager
 from typing import TypeVar
 
 from starlette.requests import ClientDisconnect, Request
+from starlette.types import Message
 
-from runtime.memory_estimates import body_bytes
+from runtime.memory_estimates import BodyCharge, charge_for_media
 from service.api.deps import CodecTarget
 from service.config import Settings
 from service.errors import BodyTimeout, DeadlineExceeded
 from service.inference.admission import Reservation
+from service.inference.work_queue import Work, WorkQueue
 from service.inputs.bodies import media_type
 
 T = TypeVar("T")
 ClientGone = Callable[[], Awaitable[None]]  # returns when the client has gone
 
 
-def reading_bytes(request: Request, settings: Settings) -> int:
-    """What reading and parsing the body holds, from its declared length (the body-size middleware
-    holds the client to it), else the body limit."""
+def body_charge(request: Request) -> BodyCharge:
+    """How the body of this HTTP request will be charged, by its media type; its Content-Length only
+    serves to refuse at once a body that could never fit."""
     declared = request.headers.get("content-length", "")
-    size = min(int(declared), settings.max_body_bytes) if declared.isdigit() else settings.max_body_bytes
-    return body_bytes(media_type(request), size)
+    return charge_for_media(media_type(request), int(declared) if declared.isdigit() else None)
+
+
+def metered(request: Request, scope: RequestScope) -> Request:
+    """The same request, its body charged to the scope as each chunk arrives (the parse step reads it
+    from here: request.body(), request.stream())."""
+    receive = request.receive
+
+    async def charged() -> Message:
+        message = await receive()
+        if message["type"] == "http.request":
+            await scope.body_arrived(len(message.get("body", b"")), complete=not message.get("more_body", False))
+        return message
+
+    return Request(request.scope, charged)
 
 
 def http_client_gone(request: Request) -> ClientGone:
@@ -49,22 +74,34 @@ def http_client_gone(request: Request) -> ClientGone:
 
 
 class RequestScope:
-    def __init__(self, settings: Settings, reservation: Reservation, client_gone: ClientGone | None) -> None:
-        self.settings, self.reservation, self.client_gone = settings, reservation, client_gone
+    def __init__(self, settings: Settings, reservation: Reservation, work_queue: WorkQueue, charge: BodyCharge,
+                 client_gone: ClientGone | None) -> None:
+        self.settings, self.reservation, self.work_queue = settings, reservation, work_queue
+        self.charge, self.client_gone = charge, client_gone
         self.stop = threading.Event()  # set when the request ends: work left behind in threads stops
+        self.received = 0  # body bytes arrived
+        self.body_bytes = 0  # what the read body holds: its bytes (and an inflated copy)
+        self.deadline: float | None = None  # the event loop's time; set when its work starts
 
-    async def reserve(self, nbytes: int, what: str) -> None:
-        """Hold at least `nbytes` of the memory budget (413 when it can never fit, 429 when busy)."""
-        await self.reservation.grow_to(nbytes, what)
+    async def body_arrived(self, nbytes: int, complete: bool) -> None:
+        """`nbytes` more of the body arrived; `complete`: it is all there, and about to be parsed."""
+        self.received += nbytes
+        if not complete:
+            await self.reservation.grow_to(self.received, "receiving the request body", arriving=True)
+            return
+        self.reservation.arrived()
+        self.body_bytes = self.received
+        await self.reservation.grow_to(self.charge.complete(self.received), "reading the request body")
 
-    async def reserve_more(self, extra: int, what: str) -> None:
-        """Hold `extra` bytes beyond what is held now."""
-        await self.reservation.grow_to(self.reservation.held + extra, what)
+    async def body_expanded(self, nbytes: int, charge: BodyCharge, what: str) -> None:
+        """The body inflated to `nbytes` more, held beside it and parsed as `charge` says."""
+        self.body_bytes += nbytes
+        await self.reservation.grow_to(self.reservation.held + charge.complete(nbytes), what)
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[None]:
         """Reading (and parsing) the body within VQVAE_BODY_TIMEOUT_S, else 408: a slow upload must
-        not hold one of the admission gate's places for ever."""
+        not hold one of the admission gate's places, or its memory, for ever."""
         seconds = self.settings.body_timeout_s
         try:
             async with asyncio.timeout(seconds):
@@ -72,10 +109,25 @@ class RequestScope:
         except TimeoutError:
             raise BodyTimeout(f"the request body did not arrive within {seconds:g} s") from None
 
-    async def within(self, work: Awaitable[T], seconds: float, watch: bool = True) -> T:
-        """Await `work` within the deadline (504 after it). If the client leaves first, the work is
+    @asynccontextmanager
+    async def running(self, work: Work) -> AsyncIterator[None]:
+        """The planned work's turn: what parsing needed for a moment is given back, the work waits
+        its turn (429 at once when it cannot start before its deadline), its memory is reserved
+        (413 / 429), and `within` runs it inside its deadline."""
+        self.reservation.shrink_to(self.body_bytes + work.parsed_bytes)
+        async with self.work_queue.turn(work) as deadline:
+            total = self.reservation.held + work.working_bytes if work.on_top else work.working_bytes
+            await self.reservation.grow_to(total, work.what)
+            self.deadline = deadline
+            yield
+
+    async def within(self, work: Awaitable[T], watch: bool = True) -> T:
+        """Await `work` before the deadline (504 after it). If the client leaves first, the work is
         cancelled, so its queued inference is skipped rather than run for nobody. `watch=False` for
         work too small to be worth two more tasks (a digit's encode takes less than their bookkeeping)."""
+        loop = asyncio.get_running_loop()
+        seconds = (self.deadline if self.deadline is not None else loop.time() + self.settings.request_timeout_s) \
+            - loop.time()
         if not watch or self.client_gone is None:
             return await _within(work, seconds)
         task = asyncio.ensure_future(work)
@@ -93,21 +145,25 @@ class RequestScope:
 
 async def _within(work: Awaitable[T], seconds: float) -> T:
     try:
-        async with asyncio.timeout(seconds):
+        async with asyncio.timeout(max(0.0, seconds)):
             return await work
     except TimeoutError:
-        raise DeadlineExceeded(f"the request did not finish within {seconds:g} s; the server is busy, "
-                               "retry later or send fewer images per request") from None
+        raise DeadlineExceeded("the request's work overran its deadline; the server is busy, retry later or send "
+                               "fewer images per request") from None
 
 
 @asynccontextmanager
-async def admitted(target: CodecTarget, reading_bytes: int,
+async def admitted(target: CodecTarget, charge: BodyCharge,
                    client_gone: ClientGone | None = None) -> AsyncIterator[RequestScope]:
-    """A place at the gate (429 at once when none is free, before the body is read) and `reading_bytes`
-    of the memory budget for reading the body; both held until the block ends."""
+    """A place at the gate (429 at once when none is free, before the body is read) held until the
+    block ends, and a reservation that starts empty: the body is charged as it arrives. A declared
+    body whose cost could never fit the budget is refused at once (413)."""
     with target.gate.admit():
-        async with target.memory.hold(reading_bytes, "reading the request body") as held:
-            scope = RequestScope(target.settings, held, client_gone)
+        if charge.declared is not None:
+            target.memory.refuse_if_never(charge.complete(charge.declared), "reading the request body",
+                                          arriving=charge.declared)
+        async with target.memory.hold(0, "reading the request body") as held:
+            scope = RequestScope(target.settings, held, target.work, charge, client_gone)
             try:
                 yield scope
             finally:

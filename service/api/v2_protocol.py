@@ -8,7 +8,7 @@ out of the same plan and run steps /encode and /decode use.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -123,7 +123,7 @@ def _plan_encode(target: V2Target, parsed: InferRequest, settings: Settings) -> 
         raise InvalidTensor(f"input 'pixels' must be UINT8 [-1, H, W, {m.input.channels}], got "
                             f"{tensor.datatype} {list(tensor.shape)}")
     _count(tensor, settings)
-    plan = plan_encode_pixels(served, tensor.shape, settings, parsed.stages)
+    plan = replace(plan_encode_pixels(served, tensor.shape, settings, parsed.stages), parsed_bytes=_nbytes(tensor))
     return V2Work(target, plan, wanted, array_loader(tensor.data))  # type: ignore[arg-type]
 
 
@@ -142,21 +142,27 @@ def _plan_decode(target: V2Target, parsed: InferRequest, settings: Settings) -> 
         raise InvalidTensor(f"input 'codes' holds {bad}: codes must be in [0, {m.codebook_size})")
     check_grid_size(m, grids.shape[-2], grids.shape[-1], settings.max_pixels)
     wanted = _outputs(parsed, target.name, ["pixels", "images"])
-    plan = plan_decode(served, 0, grids.shape, png_response=False, pixels_output="pixels" in wanted)
+    plan = plan_decode(served, 0, grids.shape, png_response=False, pixels_output="pixels" in wanted,
+                       parsed_bytes=_nbytes(tensor) + (grids.nbytes if grids is not tensor.data else 0))
     return V2Work(target, plan, wanted, grids=grids)
 
 
+def _nbytes(tensor: Tensor) -> int:
+    return tensor.data.nbytes if isinstance(tensor.data, np.ndarray) else sum(map(len, tensor.data))
+
+
 async def run_v2(work: V2Work, scope: RunScope, settings: Settings) -> list[OutputTensor]:
-    """The planned work, its memory reserved on top of the parsed request's, within its deadline."""
+    """The planned work in its turn, its memory reserved on top of the parsed request's (the parsed
+    tensors stay held too), within its deadline."""
     plan, served = work.plan, work.target.served
-    await scope.reserve_more(plan.working_bytes, plan.what)  # the parsed tensors stay held too
-    if work.load is not None:
-        codes = await scope.within(run_encode(served, plan, work.load), plan.deadline_s(settings))  # (N, h, w)
-        return [OutputTensor("codes", "INT64", codes.shape, codes, work.wanted["codes"])]
-    assert work.grids is not None
-    wanted = work.wanted
-    decoded = await scope.within(run_decode(served, work.grids, plan, pngs="images" in wanted,
-                                            pixels="pixels" in wanted), plan.deadline_s(settings))
+    async with scope.running(plan.work(settings, on_top=True)):
+        if work.load is not None:
+            codes = await scope.within(run_encode(served, plan, work.load))  # (N, h, w)
+            return [OutputTensor("codes", "INT64", codes.shape, codes, work.wanted["codes"])]
+        assert work.grids is not None
+        wanted = work.wanted
+        decoded = await scope.within(run_decode(served, work.grids, plan, pngs="images" in wanted,
+                                                pixels="pixels" in wanted))
     outputs = []
     for name in wanted:
         if name == "pixels" and decoded.pixels is not None:

@@ -34,6 +34,7 @@ from service.config import Settings
 from service.errors import ModelNotReady
 from service.inference.admission import MemoryBudget
 from service.inference.batching import BatchPolicy, MicroBatcher, PixelsOf, RunFn, padded, spatial_pixels
+from service.inference.work_queue import WorkQueue
 from service.telemetry import MEMORY_BUDGET, BatchMetrics, model_ready
 
 log = logging.getLogger("service.models")
@@ -91,6 +92,12 @@ class ModelRegistry:
     memory: MemoryBudget = field(default_factory=lambda: MemoryBudget(0, 0.0))  # sized by load_all
     run_slot_bytes: int = 0
     requests_in_progress: Callable[[], int] | None = None  # the admission gate's count, for the batchers
+    work: WorkQueue = field(init=False)  # heavy requests in turn (service/inference/work_queue.py)
+
+    def __post_init__(self) -> None:
+        # Light work runs at once: even every admitted request at this size together, on one CPU,
+        # stays inside half the base deadline.
+        self.work = WorkQueue(heavy_s=self.settings.request_timeout_s / (2 * self.settings.max_in_flight))
 
     @property
     def threads_per_session(self) -> int:
@@ -135,8 +142,8 @@ class ModelRegistry:
         self.run_slot_bytes = int(total * RUN_SHARE)
         self.memory = MemoryBudget(total - self.run_slot_bytes, s.memory_wait_s)
         MEMORY_BUDGET.set(total)
-        log.info("memory budget %d MiB per worker (%d MiB for one run, the rest for requests)",
-                 total // MiB, self.run_slot_bytes // MiB)
+        log.info("memory budget %d MiB per worker (%d MiB for one run, the rest for requests, half of that at "
+                 "most for bodies still arriving)", total // MiB, self.run_slot_bytes // MiB)
 
     def _load(self, name: str, status: ModelStatus) -> ModelRuntime | None:
         try:

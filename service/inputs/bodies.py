@@ -18,6 +18,7 @@ from starlette.requests import Request
 
 from runtime import BadRequest, TooManyImages
 from runtime.images import ImageUpload
+from runtime.memory_estimates import BodyCharge
 from service.errors import EmptyBody, InvalidBase64, InvalidJSON, MissingImages, UnsupportedMediaType
 from service.inputs.multipart_parser import multipart_files
 
@@ -28,13 +29,14 @@ MAX_JSON_DEPTH = 5  # {"codes": [[[[int]]]]} (grids of a residual model) is the 
 
 
 class ReadScope(Protocol):
-    """What reading a body needs from its request's scope (service/api/request_scope.py)."""
+    """What reading a body needs from its request's scope (service/api/request_scope.py). The body's
+    bytes are charged to the memory budget as they arrive; an inflated body is charged here."""
 
     stop: threading.Event
 
     def reading(self) -> AbstractAsyncContextManager[None]: ...  # the body deadline (408)
 
-    async def reserve(self, nbytes: int, what: str) -> None: ...  # more of the memory budget (413 / 429)
+    async def body_expanded(self, nbytes: int, charge: BodyCharge, what: str) -> None: ...  # 413 / 429
 
 
 def media_type(request: Request) -> str:

@@ -22,6 +22,7 @@ from contract.streams import Header, Kind, MissingCoder, PayloadCoder, decode_st
 from runtime import BadRequest, ImageTooLarge, InvalidCodes, TooManyImages, UnsupportedSize
 from runtime.memory_estimates import stream_decode_bytes
 from runtime.model_runtime import ModelRuntime
+from runtime.work_estimates import entropy_seconds, prior_seconds
 from service.config import Settings
 from service.errors import UnsupportedMediaType
 from service.inputs.bodies import ReadScope, media_type, parse_json
@@ -122,7 +123,9 @@ INLINE_BODY_BYTES = 64 * 1024  # bodies parsed on the event loop; larger ones in
 class GridBody:
     """A decode request's body, read and checked: its grids (JSON, parsed) or a stream whose header
     is checked and whose payload is decoded only when `grids()` is awaited (inside the request's
-    deadline, in the thread pool when large: an entropy stream of large grids takes seconds)."""
+    deadline, in the thread pool when large: an entropy stream of large grids takes seconds).
+    Decoding a stream costs `decode_bytes` of memory and about `decode_s` estimated seconds; the
+    plan counts both (service/workflows/plan.py), nothing is reserved here."""
 
     shape: tuple[int, ...]  # (N, h, w), or (N, k, h, w) for a residual model
     single: bool  # one bare grid was sent: one PNG may be answered
@@ -130,6 +133,13 @@ class GridBody:
     parsed: np.ndarray | None = None
     stream: Callable[[], np.ndarray] | None = None
     heavy: bool = False  # decoded in the thread pool whatever the body's size
+    decode_bytes: int = 0  # decoding the stream: its codes, the coder's working set
+    decode_s: float = 0.0  # decoding the stream: estimated seconds (runtime/work_estimates.py)
+
+    @property
+    def parsed_bytes(self) -> int:
+        """What the parsed body holds besides its bytes."""
+        return self.parsed.nbytes if self.parsed is not None else 0
 
     async def grids(self) -> np.ndarray:
         if self.parsed is not None:
@@ -138,27 +148,29 @@ class GridBody:
         return await off_loop(self.stream, heavy=self.heavy or self.size > INLINE_BODY_BYTES)
 
 
-async def _stream_body(body: bytes, m: Manifest, entropy: PayloadCoder | None, prior: PriorCoder | None,
-                       settings: Settings, scope: ReadScope) -> GridBody:
+def _stream_body(body: bytes, m: Manifest, entropy: PayloadCoder | None, prior: PriorCoder | None,
+                 settings: Settings) -> GridBody:
     header, _ = parse_header(unseal(body))
     _check_stream_header(header, m, settings)
-    walk = 0
-    if header.kind is Kind.PRIOR:  # 422 before reserving anything: no prior here, or a grid it does not model
+    n, h, w = header.count, header.height, header.width
+    walk, seconds = 0, 0.0
+    if header.kind is Kind.PRIOR:  # 422 before any work: no prior here, or a grid it does not model
         if prior is None:
             raise MissingCoder(f"model {m.name!r} ships no prior to decode this stream with")
-        prior.check_grid(header.height, header.width)
-        walk = prior.shape.working_bytes(min(header.count, CHUNK_GRIDS))
-    await scope.reserve(len(body) + stream_decode_bytes(header.count, header.height, header.width,
-                                                        header.kind is Kind.ENTROPY, walk, header.stages or 1,
-                                                        header.codebook_size),
-                        f"decoding a stream of {header.count} grid(s) of {header.height}×{header.width}")
+        prior.check_grid(h, w)
+        walk = prior.shape.working_bytes(min(n, CHUNK_GRIDS))
+        seconds = prior_seconds(n, h * w, CHUNK_GRIDS)
+    elif header.kind is Kind.ENTROPY:
+        seconds = entropy_seconds(n, h, w)
 
     def decode() -> np.ndarray:
         return decode_stream(body, m, entropy, lambda h: _check_stream_header(h, m, settings), prior)
 
     # A prior stream is decoded in the thread pool whatever its size: its graph runs once per position.
-    heavy = header.kind is Kind.PRIOR
-    return GridBody((header.count, *header.grid_shape), header.count == 1, len(body), stream=decode, heavy=heavy)
+    return GridBody((n, *header.grid_shape), n == 1, len(body), stream=decode, heavy=header.kind is Kind.PRIOR,
+                    decode_bytes=len(body) + stream_decode_bytes(n, h, w, header.kind is Kind.ENTROPY, walk,
+                                                                 header.stages or 1, header.codebook_size),
+                    decode_s=seconds)
 
 
 STREAMS = "an application/octet-stream stream from /encode?format=" + "|".join(STREAM_FORMAT_NAMES)
@@ -166,8 +178,8 @@ STREAMS = "an application/octet-stream stream from /encode?format=" + "|".join(S
 
 async def read_grids(request: Request, model: ModelRuntime, settings: Settings, scope: ReadScope) -> GridBody:
     """The code grids of a decode request (JSON or a stream), read within the body deadline and
-    checked against the model and its limits. The scope holds memory for reading the body
-    (runtime/memory_estimates.body_bytes); a stream's decoding reserves its own."""
+    checked against the model and its limits. The scope charges the body as it arrives; a stream's
+    decoding is planned and reserved with the rest of the work."""
     async with scope.reading():
         return await _read_grids(request, model, settings, scope)
 
@@ -179,7 +191,7 @@ async def _read_grids(request: Request, model: ModelRuntime, settings: Settings,
     body = await request.body()
     if kind == "application/octet-stream":
         prior = model.prior.coder.bound(scope.stop) if model.prior else None
-        grid_body = await _stream_body(body, m, model.entropy, prior, settings, scope)
+        grid_body = _stream_body(body, m, model.entropy, prior, settings)
     else:
         def parse() -> tuple[np.ndarray, bool]:
             return parse_code_grids(parse_json(body), m.codebook_size, settings.max_images, m.quantizer.stages)

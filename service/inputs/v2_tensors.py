@@ -27,7 +27,7 @@ import numpy as np
 from starlette.requests import Request
 
 from runtime import BadRequest, PayloadTooLarge
-from runtime.memory_estimates import JSON_PARSE_BYTES_PER_BODY_BYTE
+from runtime.memory_estimates import JSON_PARSE_BYTES_PER_BODY_BYTE, BodyCharge
 from service.inputs.bodies import ReadScope
 from service.offload import off_loop
 
@@ -35,6 +35,7 @@ NUMERIC: dict[str, np.dtype[Any]] = {"UINT8": np.dtype("<u1"), "INT32": np.dtype
 RANGES = {"UINT8": (0, 255), "INT32": (-(2**31), 2**31 - 1), "INT64": (-(2**63), 2**63 - 1)}
 HEADER_LENGTH = "inference-header-content-length"
 MAX_DIGITS = 18  # a byte count below 10**18: int() never sees a 5,000-digit string (ValueError past 4,300)
+INFLATE_PIECE = 1 << 16  # bytes inflated at a time while counting
 
 
 class InvalidTensor(BadRequest):
@@ -297,21 +298,54 @@ def encode_infer_response(model: str, version: str, request_id: str | None,
                                     "Inference-Header-Content-Length": str(len(text))}
 
 
-def v2_reading_bytes(headers: Mapping[str, str], max_body_bytes: int) -> int:
-    """Reading and parsing a v2 body: the body (inflated, at most the limit when compressed), and the
-    JSON part's Python objects (all of it, unless the binary extension says how long it is)."""
-    compressed = headers.get("content-encoding", "identity").lower() not in ("", "identity")
-    declared = ascii_int(headers.get("content-length", ""))
-    body = max_body_bytes if compressed or declared is None else min(max_body_bytes, declared)
-    header = ascii_int(headers.get(HEADER_LENGTH, "").strip())
-    json_part = min(body, header) if header is not None else body
-    return body + json_part * JSON_PARSE_BYTES_PER_BODY_BYTE
+def v2_body_charge(headers: Mapping[str, str]) -> BodyCharge:
+    """How a v2 body is charged (see BodyCharge): its bytes as they arrive; then, once all there, its
+    JSON part's Python objects (all of it, unless the binary extension says how long it is). A
+    compressed body is charged its raw bytes, then what it inflates to (`read_infer_request`)."""
+    size = ascii_int(headers.get("content-length", ""))
+    if headers.get("content-encoding", "identity").lower() not in ("", "identity"):
+        return BodyCharge(declared=size)
+    return _inflated_charge(headers, size)
+
+
+def _inflated_charge(headers: Mapping[str, str], declared: int | None = None) -> BodyCharge:
+    return BodyCharge(parse_per_byte=JSON_PARSE_BYTES_PER_BODY_BYTE,
+                      parsed_part=ascii_int(headers.get(HEADER_LENGTH, "").strip()), declared=declared)
+
+
+def inflated_size(body: bytes, encoding: str, limit: int) -> int:
+    """What a gzip or deflate body inflates to, counted a piece at a time and thrown away (at most
+    `limit` + 1, so a bomb stays small; 0 for a body that is not compressed, or not this way), so
+    that the memory for it is reserved before `decompressed` makes it. Concatenated gzip members are
+    all counted: an upper bound, whatever `decompressed` accepts."""
+    if encoding not in ("gzip", "deflate"):
+        return 0
+    total, rest = 0, body
+    try:
+        while rest and total <= limit:
+            inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+            data = rest
+            while total <= limit:
+                piece = inflater.decompress(data, INFLATE_PIECE)
+                total += len(piece)
+                data = inflater.unconsumed_tail
+                if inflater.eof or not (piece or data):  # the member ended, or the input did
+                    break
+            rest = inflater.unused_data if inflater.eof else b""
+    except zlib.error:
+        pass  # decompressed() says what is wrong with it
+    return min(total, limit + 1)
 
 
 async def read_infer_request(request: Request, max_body_bytes: int, scope: ReadScope) -> InferRequest:
-    """The body of POST .../infer, read within the body deadline, inflated and parsed."""
+    """The body of POST .../infer, read within the body deadline, inflated and parsed. A compressed
+    body's inflated size is counted first and reserved (413 / 429) before it is made."""
     async with scope.reading():
         body = await request.body()
-    body = decompressed(body, request.headers.get("content-encoding", "").lower(), max_body_bytes)
+    encoding = request.headers.get("content-encoding", "").lower()
+    size = await off_loop(lambda: inflated_size(body, encoding, max_body_bytes), heavy=True) if body else 0
+    if 0 < size <= max_body_bytes:
+        await scope.body_expanded(size, _inflated_charge(request.headers), f"inflating a {encoding} body")
+    body = decompressed(body, encoding, max_body_bytes)
     return await off_loop(lambda: parse_infer_request(body, request.headers.get(HEADER_LENGTH)),
                           heavy=len(body) > 65536)

@@ -1,21 +1,25 @@
 """Plans: what a request's work will be, fixed before any of it is done.
 
-    plan = plan_encode(model, uploads, query, settings)   # image headers only: size, 4xx, runs, bytes
+    plan = plan_encode(model, uploads, query, settings)   # image headers only: size, 4xx, runs, bytes, seconds
     plan = plan_decode(model, body_bytes, (n, h, w), png_response)
     plan = plan_sample(model, SampleQuery(count=8, label=3), settings, png_response)
+    plan.work(settings)                                   # what admission sees (service/inference/work_queue.py)
 
 Images are decoded a run at a time; a run holds at most `model.run_pixels` pixels, so batches are
 split by pixels, and an image or grid larger than a run is processed in tiles with the model's
 halo (runtime/tiling.py) and stitched: codes and pixels equal those of one whole run. A model
 whose manifest has no measured halo is never tiled: its large images run whole, and the request
 reserves that run's full working set on top. A stream format the model cannot make (no entropy
-model, no prior, a grid the prior does not model) is refused here, before any work.
+model, no prior, a grid the prior does not model) is refused here, before any work. Every plan
+also estimates its work in seconds (runtime/work_estimates.py), for the work queue's turns and
+deadlines.
 """
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from contract.formats import DEFAULT_FORMAT, OutputFormat
 from contract.guided_sampling import InvalidSampling, Sampling
@@ -26,8 +30,10 @@ from runtime.images import ImageUpload, Resize, check_image_size, encode_size, r
 from runtime.memory_estimates import decode_request_bytes, encode_request_bytes
 from runtime.prior_sampler import require_prior
 from runtime.tiling import Tile, TileTooSmall, plan_tiles
+from runtime.work_estimates import entropy_seconds, inference_seconds, prior_seconds
 from service.config import Settings
 from service.inference.registry import ServedModel
+from service.inference.work_queue import Work
 
 
 @dataclass(frozen=True)
@@ -53,15 +59,20 @@ class RunPlan:
     output: OutputFormat = DEFAULT_FORMAT  # encode: what the codes are returned as
     png_response: bool = False  # decode: one PNG is the response
     stages: int | None = None  # a residual model's stages returned (encode) or decoded; None: single-stage
+    seconds: float = 0.0  # the work, estimated (runtime/work_estimates.py)
+    parsed_bytes: int = 0  # what the parsed inputs hold besides the body while the work waits
 
     @property
     def pixels(self) -> int:
         return self.count * self.size[0] * self.size[1]
 
-    def deadline_s(self, settings: Settings) -> float:
-        """The request's deadline: the base, plus an allowance per megapixel (large images are
-        legitimately slow: about 0.5 s of CPU per megapixel here, BENCHMARKS.md)."""
+    def slack_s(self, settings: Settings) -> float:
+        """What the request may spend beyond its expected work (waiting for its turn, running slow):
+        the base, plus an allowance per megapixel (large images are legitimately slow)."""
         return settings.request_timeout_s + settings.timeout_s_per_mpx * self.pixels / 1e6
+
+    def work(self, settings: Settings, on_top: bool = False) -> Work:
+        return Work(self.seconds, self.slack_s(settings), self.working_bytes, self.what, self.parsed_bytes, on_top)
 
 
 @dataclass(frozen=True)
@@ -126,16 +137,41 @@ def stages_wanted(model: ServedModel, requested: int | None) -> int | None:
     return total if requested is None else requested
 
 
+def coder_seconds(model: ServedModel, fmt: OutputFormat, grid: tuple[int, int], count: int) -> float:
+    """Coding `count` grids in `fmt`, estimated (after coder_bytes has refused what cannot be coded)."""
+    if fmt.requires == "entropy_model":
+        return entropy_seconds(count, *grid)
+    if fmt.requires == "prior":
+        return prior_seconds(count, grid[0] * grid[1], CHUNK_GRIDS)
+    return 0.0
+
+
+class StreamDecoding(Protocol):
+    """Grids still to be decoded from a stream (service/inputs/grids.py: GridBody; 0 for parsed JSON)."""
+
+    @property
+    def decode_bytes(self) -> int: ...
+
+    @property
+    def decode_s(self) -> float: ...
+
+
 def plan_encode(model: ServedModel, uploads: list[ImageUpload], query: EncodeQuery, settings: Settings) -> RunPlan:
     """From the images' headers alone: their size (422/413 now, before decoding), the runs, the bytes."""
     stages = stages_wanted(model, query.stages)
     headers = [read_header(upload, settings.max_pixels) for upload in uploads]
     size = encode_size(model.manifest, headers, query.resize)
-    plan = _encode_plan(model, len(uploads), size, max(header.decode_bytes for header in headers),
-                        sum(len(u.data) for u in uploads), query.format, stages=stages)
+    files = sum(len(u.data) for u in uploads)
+    plan = _encode_plan(model, len(uploads), size, max(header.decode_bytes for header in headers), files,
+                        query.format, stages=stages)
     ds = model.manifest.downsample
-    walk = coder_bytes(model, query.format, (size[0] // ds, size[1] // ds), len(uploads))
-    return plan if not walk else replace(plan, working_bytes=plan.working_bytes + walk)
+    grid = (size[0] // ds, size[1] // ds)
+    walk = coder_bytes(model, query.format, grid, len(uploads))
+    # Files are decoded at their own size first (a resize may shrink them).
+    pixels = sum(max(header.pixels, size[0] * size[1]) for header in headers)
+    return replace(plan, working_bytes=plan.working_bytes + walk, parsed_bytes=files,
+                   seconds=inference_seconds(pixels, encode=True) + coder_seconds(model, query.format, grid,
+                                                                                   len(uploads)))
 
 
 def plan_encode_pixels(model: ServedModel, shape: tuple[int, int, int, int], settings: Settings,
@@ -161,13 +197,14 @@ def _encode_plan(model: ServedModel, count: int, size: tuple[int, int], largest_
     needed = encode_request_bytes(body_bytes, [size] * count, largest_decode, m.input.channels, m.downsample,
                                   model.run_pixels, as_json, m.quantizer.stages) + extra
     return RunPlan(size, count, per_run, tiles, needed, f"encoding {count} image(s) of {height}×{width}", output,
-                   stages=stages)
+                   stages=stages, seconds=inference_seconds(count * height * width, encode=True))
 
 
 def plan_decode(model: ServedModel, body_bytes: int, shape: tuple[int, ...], png_response: bool,
-                pixels_output: bool = False) -> RunPlan:
+                pixels_output: bool = False, stream: StreamDecoding | None = None, parsed_bytes: int = 0) -> RunPlan:
     """From the grids' shape alone, (N, h, w) or (N, k, h, w): the runs and the bytes (PNGs, and raw
-    pixels if asked). A residual model's grids must hold 1 ≤ k ≤ S stages (422 naming `stages`)."""
+    pixels if asked). A residual model's grids must hold 1 ≤ k ≤ S stages (422 naming `stages`);
+    `stream`: the grids are still to be decoded from a stream first."""
     m = model.manifest
     n, h, w = shape[0], shape[-2], shape[-1]
     staged = m.quantizer.stages > 1
@@ -180,8 +217,12 @@ def plan_decode(model: ServedModel, body_bytes: int, shape: tuple[int, ...], png
                                   stages or 1) + extra
     if pixels_output:
         needed += n * h * w * m.downsample**2 * m.input.channels
+    seconds = inference_seconds(n * h * w * m.downsample**2, encode=False)
+    if stream is not None:  # decoding the stream comes first, and its working set is gone before the images
+        needed, seconds = max(needed, stream.decode_bytes), seconds + stream.decode_s
     return RunPlan((h * m.downsample, w * m.downsample), n, per_run, tiles, needed,
-                   f"decoding {n} grid(s) of {h}×{w}", png_response=png_response, stages=stages)
+                   f"decoding {n} grid(s) of {h}×{w}", png_response=png_response, stages=stages, seconds=seconds,
+                   parsed_bytes=parsed_bytes)
 
 
 def plan_sample(model: ServedModel, query: SampleQuery, settings: Settings, png_response: bool) -> SamplePlan:
@@ -200,6 +241,10 @@ def plan_sample(model: ServedModel, query: SampleQuery, settings: Settings, png_
         raise InvalidParameter(f"body.{exc.message}") from None
     decode = plan_decode(model, 0, (query.count, *prior.shape.grid), png_response=png_response)
     walk = prior.walk_bytes(query.count, rule, label)
-    decode = replace(decode, working_bytes=decode.working_bytes + walk, what=f"sampling {query.count} grid(s)")
+    # Guidance runs the prior on twice the rows (conditional and unconditional halves).
+    passes = 2 if rule.guides(label, prior.shape) else 1
+    sampling_s = passes * prior_seconds(query.count, prior.shape.positions, CHUNK_GRIDS)
+    decode = replace(decode, working_bytes=decode.working_bytes + walk, what=f"sampling {query.count} grid(s)",
+                     seconds=decode.seconds + sampling_s)
     seed = query.seed if query.seed is not None else secrets.randbits(53)  # exact in a JavaScript number too
     return SamplePlan(decode, query.count, label, rule, seed)

@@ -1,19 +1,21 @@
 """Running a plan: the work of a request, a run (or a tile) at a time through the model's batchers,
-with its memory reserved first and inside its deadline.
+in its turn, with its memory reserved first and inside its deadline.
 
     encoded = await run_encode_request(model, plan, uploads, scope, settings)   # codes, and a stream if asked
     pngs = await run_decode_request(model, plan, body, scope, settings)
     codes, pngs = await run_sample_request(model, plan, scope, settings)
 
-`scope` is the request's (service/api/request_scope.py): it reserves memory (413/429), holds the
-deadline (504) and cancels the work when the client leaves; its `stop` event ends a prior's walk
-left behind in a thread.
+`scope` is the request's (service/api/request_scope.py): `running(plan.work(...))` waits for the
+work's turn (429 at once when it cannot start before its deadline, service/inference/work_queue.py)
+and reserves its memory (413/429); `within` holds the deadline (504) and cancels the work when the
+client leaves; its `stop` event ends a prior's walk left behind in a thread.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -24,6 +26,7 @@ from contract.streams import encode_stream
 from runtime.images import ImageUpload, Resize, to_model_input, to_uint8
 from service.config import Settings
 from service.inference.registry import ServedModel
+from service.inference.work_queue import Work
 from service.inputs.grids import GridBody
 from service.offload import decode_uploads, off_loop, pngs_of_pixels
 from service.workflows.plan import RunPlan, SamplePlan
@@ -36,11 +39,9 @@ INLINE_CODES = 64 * 49  # codes of up to 64 digits are coded as a stream on the 
 class RunScope(Protocol):
     stop: threading.Event
 
-    async def reserve(self, nbytes: int, what: str) -> None: ...
+    def running(self, work: Work) -> AbstractAsyncContextManager[None]: ...
 
-    async def reserve_more(self, extra: int, what: str) -> None: ...
-
-    async def within(self, work: Awaitable[T], seconds: float, watch: bool = True) -> T: ...
+    async def within(self, work: Awaitable[T], watch: bool = True) -> T: ...
 
 
 Loader = Callable[[int, int], Awaitable[np.ndarray]]  # (start, stop) -> uint8 (stop - start, H, W, C)
@@ -111,7 +112,7 @@ async def run_decode(model: ServedModel, grids: np.ndarray, plan: RunPlan, pngs:
     return out
 
 
-# -- whole requests: reserve, then run within the deadline ----------------------------------------
+# -- whole requests: in turn, memory reserved, within the deadline ---------------------------------
 
 
 @dataclass
@@ -122,39 +123,37 @@ class Encoded:
 
 async def run_encode_request(model: ServedModel, plan: RunPlan, uploads: list[ImageUpload], resize: Resize,
                              scope: RunScope, settings: Settings) -> Encoded:
-    await scope.reserve(plan.working_bytes, plan.what)
-    work = run_encode(model, plan, upload_loader(model.manifest, uploads, resize, plan.size, settings.max_pixels))
-    codes = await scope.within(work, plan.deadline_s(settings), plan.pixels > WATCH_PIXELS)  # (N, h, w)
-    kind = plan.output.stream_kind
-    if kind is None:
-        return Encoded(codes, None)
-    runtime = model.runtime
-    prior = runtime.prior.coder.bound(scope.stop) if runtime.prior else None
-    # A stream of many codes is coded off the loop; a prior stream always is (its graph runs once per
-    # position), and it is inference too: under the deadline, stopped when the client leaves.
-    heavy = codes.size > INLINE_CODES or plan.output.requires == "prior"
-    coding = off_loop(lambda: encode_stream(codes, kind, model.manifest, runtime.entropy, prior), heavy)
-    stream = await (scope.within(coding, plan.deadline_s(settings)) if plan.output.requires == "prior" else coding)
-    return Encoded(codes, stream)
+    async with scope.running(plan.work(settings)):
+        work = run_encode(model, plan, upload_loader(model.manifest, uploads, resize, plan.size, settings.max_pixels))
+        codes = await scope.within(work, plan.pixels > WATCH_PIXELS)  # (N, h, w)
+        kind = plan.output.stream_kind
+        if kind is None:
+            return Encoded(codes, None)
+        runtime = model.runtime
+        prior = runtime.prior.coder.bound(scope.stop) if runtime.prior else None
+        # A stream of many codes is coded off the loop; a prior stream always is (its graph runs once per
+        # position), and it is inference too: under the deadline, stopped when the client leaves.
+        heavy = codes.size > INLINE_CODES or plan.output.requires == "prior"
+        coding = off_loop(lambda: encode_stream(codes, kind, model.manifest, runtime.entropy, prior), heavy)
+        stream = await (scope.within(coding) if plan.output.requires == "prior" else coding)
+        return Encoded(codes, stream)
 
 
 async def run_decode_request(model: ServedModel, plan: RunPlan, body: GridBody, scope: RunScope,
                              settings: Settings) -> list[bytes]:
     """A decode request's grids (a stream is decoded now, under the deadline) -> one PNG per grid."""
-    await scope.reserve(plan.working_bytes, plan.what)
-
     async def work() -> list[bytes]:
         decoded = await run_decode(model, await body.grids(), plan)  # grids: (N, h, w) int64
         assert decoded.pngs is not None
         return decoded.pngs
 
-    return await scope.within(work(), plan.deadline_s(settings), plan.pixels > WATCH_PIXELS)
+    async with scope.running(plan.work(settings)):
+        return await scope.within(work(), plan.pixels > WATCH_PIXELS)
 
 
 async def run_sample_request(model: ServedModel, plan: SamplePlan, scope: RunScope,
                              settings: Settings) -> tuple[np.ndarray, list[bytes]]:
     """Grids drawn from the prior (in a thread: a walk through its positions), then decoded."""
-    await scope.reserve(plan.decode.working_bytes, plan.decode.what)
     prior = model.runtime.prior
     assert prior is not None  # plan_sample refused a model without one
 
@@ -165,4 +164,5 @@ async def run_sample_request(model: ServedModel, plan: SamplePlan, scope: RunSco
         assert decoded.pngs is not None
         return codes, decoded.pngs
 
-    return await scope.within(work(), plan.decode.deadline_s(settings))
+    async with scope.running(plan.decode.work(settings)):
+        return await scope.within(work())

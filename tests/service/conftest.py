@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -82,3 +84,23 @@ def image_bytes(pixels: np.ndarray | Image.Image, fmt: str, **save: object) -> b
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **save)
     return buffer.getvalue()
+
+
+def stalled_while(server: ServerProcess, send: Callable[[], httpx.Response], after_s: float = 0.3,
+                  stop_s: float = 4.0) -> httpx.Response:
+    """`send()` in a thread; `after_s` into it the server is stopped (SIGSTOP: a starved CPU, a
+    paused VM) for `stop_s`, then continued -> send's response. Work under way when the server stops
+    overruns any deadline shorter than the pause: the real way to reach a 504 now that a request's
+    deadline grows with its expected work."""
+    result: list[httpx.Response] = []
+    sender = threading.Thread(target=lambda: result.append(send()))
+    sender.start()
+    time.sleep(after_s)
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        time.sleep(stop_s)
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+    sender.join(120)
+    assert result, "no response"
+    return result[0]

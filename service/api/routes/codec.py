@@ -34,7 +34,7 @@ from service.api.openapi import (
     DecodeResponse,
     EncodeResponse,
 )
-from service.api.request_scope import admitted, http_client_gone, prefers_png, reading_bytes
+from service.api.request_scope import admitted, body_charge, http_client_gone, metered, prefers_png
 from service.api.responses import decode_response, encode_response
 from service.inputs.bodies import read_images
 from service.inputs.grids import read_grids
@@ -120,8 +120,8 @@ def parse_query(route: CodecRoute, query_string: bytes) -> dict[str, str | None]
 
 async def encode(request: Request, target: CodecTarget, query: EncodeQuery) -> Response:
     model, settings = target.model, target.settings
-    async with admitted(target, reading_bytes(request, settings), http_client_gone(request)) as scope:
-        uploads = await read_images(request, settings.max_images, scope)  # parse
+    async with admitted(target, body_charge(request), http_client_gone(request)) as scope:
+        uploads = await read_images(metered(request, scope), settings.max_images, scope)  # parse
         plan = plan_encode(model, uploads, query, settings)  # plan: headers only, 4xx before any work
         encoded = await run_encode_request(model, plan, uploads, query.resize, scope, settings)  # run
         return await encode_response(model.manifest, plan, encoded)  # respond
@@ -129,10 +129,11 @@ async def encode(request: Request, target: CodecTarget, query: EncodeQuery) -> R
 
 async def decode(request: Request, target: CodecTarget) -> Response:
     model, settings = target.model, target.settings
-    async with admitted(target, reading_bytes(request, settings), http_client_gone(request)) as scope:
-        body = await read_grids(request, model.runtime, settings, scope)  # parse
+    async with admitted(target, body_charge(request), http_client_gone(request)) as scope:
+        body = await read_grids(metered(request, scope), model.runtime, settings, scope)  # parse
         png = body.single and prefers_png(request.headers.get("accept", ""))
-        plan = plan_decode(model, body.size, body.shape, png_response=png)  # plan
+        plan = plan_decode(model, body.size, body.shape, png_response=png, stream=body,
+                           parsed_bytes=body.parsed_bytes)  # plan
         pngs = await run_decode_request(model, plan, body, scope, settings)  # run
         return decode_response(model.manifest, plan, pngs)  # respond
 

@@ -15,7 +15,7 @@ from fastapi.responses import Response
 
 from service.api.deps import NamedTargetDep
 from service.api.openapi import ERROR_RESPONSES, SAMPLE_BODY, SampleResponse
-from service.api.request_scope import admitted, http_client_gone, prefers_png, reading_bytes
+from service.api.request_scope import admitted, body_charge, http_client_gone, metered, prefers_png
 from service.api.responses import sample_response
 from service.inputs.sample_body import read_sample_request
 from service.workflows.plan import SampleQuery, plan_sample
@@ -32,8 +32,8 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
              openapi_extra=SAMPLE_BODY, summary="Draw new images from the model's learned prior")
 async def sample(request: Request, target: NamedTargetDep) -> Response:
     model, settings = target.model, target.settings
-    async with admitted(target, reading_bytes(request, settings), http_client_gone(request)) as scope:
-        body = await read_sample_request(request, scope)
+    async with admitted(target, body_charge(request), http_client_gone(request)) as scope:
+        body = await read_sample_request(metered(request, scope), scope)
         query = SampleQuery(body.count, body.label, body.temperature, body.guidance, body.top_k, body.top_p, body.seed)
         plan = plan_sample(model, query, settings,
                            png_response=body.count == 1 and prefers_png(request.headers.get("accept", "")))

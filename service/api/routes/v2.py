@@ -16,10 +16,10 @@ from fastapi.responses import JSONResponse, Response
 
 from service.api.deps import CodecTarget, RegistryDep
 from service.api.openapi import V2_INFER_BODY, V2_RESPONSES
-from service.api.request_scope import admitted, http_client_gone
+from service.api.request_scope import admitted, http_client_gone, metered
 from service.api.v2_protocol import V2_EXTENSIONS, infer_response, model_metadata, plan_v2, resolve, run_v2
 from service.inference.registry import ModelRegistry
-from service.inputs.v2_tensors import read_infer_request, v2_reading_bytes
+from service.inputs.v2_tensors import read_infer_request, v2_body_charge
 
 router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
 ModelName = Annotated[str, Path(description="`{name}-encode` or `{name}-decode`, e.g. mnist-encode")]
@@ -82,10 +82,9 @@ async def infer(request: Request, name: str, version: str | None) -> Response:
     state = request.app.state
     settings, registry = state.settings, state.registry
     target = resolve(registry, name, version, need_ready=True)  # 404 / 503
-    gate = CodecTarget(target.served, settings, state.admission, registry.memory)
-    async with admitted(gate, v2_reading_bytes(request.headers, settings.max_body_bytes),
-                        http_client_gone(request)) as scope:
-        parsed = await read_infer_request(request, settings.max_body_bytes, scope)  # parse
+    gate = CodecTarget(target.served, settings, state.admission, registry.memory, registry.work)
+    async with admitted(gate, v2_body_charge(request.headers), http_client_gone(request)) as scope:
+        parsed = await read_infer_request(metered(request, scope), settings.max_body_bytes, scope)  # parse
         work = plan_v2(target, parsed, settings)  # plan
         outputs = await run_v2(work, scope, settings)  # run
         return await infer_response(name, target.served.manifest.version, parsed.id, outputs)  # respond

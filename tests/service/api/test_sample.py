@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.service.conftest import png_bytes
+from tests.service.conftest import png_bytes, stalled_while
 
 SAMPLE = "/v1/models/mnist/sample"
 STREAM = {"content-type": "application/octet-stream"}
@@ -118,10 +118,10 @@ def test_sampling_keeps_to_the_memory_budget_and_the_deadline(start_server) -> N
         over = client.post(SAMPLE, json={"count": 200})
         assert over.status_code == 413 and over.json()["error"]["code"] == "over_memory_budget"
         assert draw(client, count=2, seed=1)["codes"]  # a small draw still fits
-    hurried = start_server(request_timeout_s=0.001)
+    hurried = start_server(request_timeout_s=0.2)  # 256 grids: about 1.2 s expected, so a deadline of 2.6 s
     hurried.wait()
     with hurried.client() as client:
-        late = client.post(SAMPLE, json={"count": 256})
+        late = stalled_while(hurried, lambda: client.post(SAMPLE, json={"count": 256}))  # the walk stalls 4 s
         assert late.status_code == 504 and late.json()["error"]["code"] == "deadline_exceeded"
 
 

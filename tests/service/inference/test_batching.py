@@ -18,7 +18,7 @@ from harness.server import ServerProcess
 from runtime.model_runtime import ModelRuntime, load_model
 from service.errors import Overloaded
 from service.inference.batching import BatchPolicy, MicroBatcher, bucket, padded
-from tests.service.conftest import SHIPPED_MODELS, png_bytes
+from tests.service.conftest import SHIPPED_MODELS, png_bytes, stalled_while
 
 
 class Recorder:
@@ -202,10 +202,14 @@ def test_queue_full_gives_429_with_retry_after_and_liveness_still_answers(start_
     assert max(probe_times) < 1.0  # never queued behind inference
 
 
-def test_deadline_gives_504(start_server, digits) -> None:  # type: ignore[no-untyped-def]
-    server = start_server(request_timeout_s=0.0001, timeout_s_per_mpx=0)
+def test_work_that_overruns_its_deadline_gives_504(start_server) -> None:  # type: ignore[no-untyped-def]
+    """A 1024×1024 encode (about 1.2 s expected: a deadline of 0.2 s + twice that) started, then the
+    server stalls for 4 s: the work overran, 504, and the server is ready afterwards."""
+    server = start_server(request_timeout_s=0.2, timeout_s_per_mpx=0)
     server.wait("/readyz")
-    response = httpx.post(server.url + "/encode", files=[("images", ("a.png", png_bytes(digits[0]), "image/png"))])
+    noise = png_bytes(np.random.default_rng(0).integers(0, 256, (1024, 1024), dtype=np.uint8))
+    response = stalled_while(server, lambda: httpx.post(server.url + "/encode", content=noise, timeout=60,
+                                                        headers={"content-type": "image/png"}))
     assert response.status_code == 504 and response.json()["error"]["code"] == "deadline_exceeded"
     assert httpx.get(server.url + "/readyz").status_code == 200
 

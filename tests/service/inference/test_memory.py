@@ -113,6 +113,67 @@ def test_many_concurrent_reservations_never_oversubscribe() -> None:
     assert outcomes["ok"] + outcomes["429"] == 200 and outcomes["ok"] >= 150, outcomes
 
 
+def test_bodies_still_arriving_hold_at_most_their_share_and_never_block_the_rest() -> None:
+    """Stalled uploads fill the arriving share (half the budget): another arriving body waits, but a
+    request whose body is all there is served at once, past it; when a stalled body completes, its
+    bytes stop counting against the share and the waiting body proceeds."""
+    async def main() -> list[str]:
+        budget, events = MemoryBudget(100 * MiB, wait_s=1.0), []
+        stalled = [budget.hold(0, "stalled") for _ in range(2)]
+        held = [await ctx.__aenter__() for ctx in stalled]
+        for reservation in held:
+            await reservation.grow_to(25 * MiB, "arriving", arriving=True)  # 50 MiB: the share is full
+        assert budget.arriving == budget.arriving_limit == 50 * MiB
+
+        async def arriving() -> None:
+            async with budget.hold(0, "another upload") as r:
+                await r.grow_to(1 * MiB, "arriving", arriving=True)
+                events.append("arriving body granted")
+
+        async def complete() -> None:
+            async with budget.hold(10 * MiB, "a complete body"):
+                events.append("complete body granted")
+
+        waiting = asyncio.create_task(arriving())
+        await asyncio.sleep(0.05)
+        await complete()  # behind the waiting upload in the queue, granted at once all the same
+        held[0].arrived()  # one stalled body completes: 25 MiB leave the share
+        await waiting
+        for ctx in stalled:
+            await ctx.__aexit__(None, None, None)
+        assert budget.in_use == 0 and budget.arriving == 0
+        return events
+
+    assert asyncio.run(main()) == ["complete body granted", "arriving body granted"]
+
+
+def test_an_arriving_body_past_the_share_is_413_and_a_shrunk_reservation_frees_its_waiter() -> None:
+    async def main() -> None:
+        budget = MemoryBudget(100 * MiB, wait_s=1.0)
+        async with budget.hold(0, "upload") as r:
+            with pytest.raises(OverMemoryBudget, match="for bodies still arriving"):
+                await r.grow_to(60 * MiB, "receiving the request body", arriving=True)
+        granted, done = asyncio.Event(), asyncio.Event()
+
+        async def next_request() -> None:
+            async with budget.hold(50 * MiB, "next"):
+                granted.set()
+                await done.wait()
+
+        async with budget.hold(90 * MiB, "parsing JSON") as parsing:
+            waiter = asyncio.create_task(next_request())
+            await asyncio.sleep(0.05)
+            assert not granted.is_set()
+            parsing.shrink_to(20 * MiB)  # parsed: the Python objects are gone
+            await asyncio.wait_for(granted.wait(), 1)
+            assert budget.in_use == 70 * MiB
+            done.set()
+            await waiter
+        assert budget.in_use == 0
+
+    asyncio.run(main())
+
+
 # -- real requests on a real server ------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ aggregates them (prometheus_client's multiprocess mode).
 from __future__ import annotations
 
 import os
+from typing import Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -43,18 +44,32 @@ PROVIDER = Gauge("vqvae_model_provider_info", "1 per ready model, labelled with 
                  ["model", "version", "provider"], multiprocess_mode="max")
 
 
-class BatchMetrics:
-    """The observer a MicroBatcher reports to."""
+class RunStats(Protocol):
+    """The v2 statistics of the batcher's model version (service/inference/statistics.py)."""
 
-    def __init__(self, model: str, graph: str) -> None:
+    def queued(self, waits_s: list[float]) -> None: ...
+    def executed(self, jobs: int, size: int, phases_ns: tuple[int, int, int]) -> None: ...
+
+
+class BatchMetrics:
+    """The observer a MicroBatcher reports to: these histograms, and the v2 statistics when given."""
+
+    def __init__(self, model: str, graph: str, stats: RunStats | None = None) -> None:
         self._wait = QUEUE_WAIT.labels(model, graph)
         self._size = BATCH_SIZE.labels(model, graph)
         self._rejected = REJECTED.labels(model, graph)
+        self._stats = stats
 
     def batch_ran(self, size: int, queue_waits: list[float]) -> None:
         self._size.observe(size)
         for wait in queue_waits:
             self._wait.observe(wait)
+        if self._stats is not None:
+            self._stats.queued(queue_waits)
+
+    def batch_finished(self, jobs: int, size: int, phases_ns: tuple[int, int, int]) -> None:
+        if self._stats is not None:
+            self._stats.executed(jobs, size, phases_ns)
 
     def rejected(self) -> None:
         self._rejected.inc()

@@ -7,6 +7,7 @@ opened by the route and handed to the parse and run steps, whatever the protocol
             body = await request.body()
         await scope.reserve(plan.working_bytes, plan.what)   # 413 / 429 (service/inference/admission.py)
         result = await scope.within(work, plan.deadline_s(settings), watch=True)   # 504; cancelled if the client leaves
+        scope.count_in(model.stats["encode"], items)         # the run step: the v2 statistics this request counts in
         scope.stop                                           # set when the request ends: walks in threads stop
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TypeVar
@@ -25,6 +27,7 @@ from service.api.deps import CodecTarget
 from service.config import Settings
 from service.errors import BodyTimeout, DeadlineExceeded
 from service.inference.admission import Reservation
+from service.inference.statistics import GraphStats
 from service.inputs.bodies import media_type
 
 T = TypeVar("T")
@@ -52,6 +55,12 @@ class RequestScope:
     def __init__(self, settings: Settings, reservation: Reservation, client_gone: ClientGone | None) -> None:
         self.settings, self.reservation, self.client_gone = settings, reservation, client_gone
         self.stop = threading.Event()  # set when the request ends: work left behind in threads stops
+        self.counted: tuple[GraphStats, int] | None = None
+
+    def count_in(self, stats: GraphStats, items: int) -> None:
+        """The request's outcome, duration and items go to these statistics when it ends (the run
+        step says which model it ran; a request refused before that counts nowhere, as in Triton)."""
+        self.counted = (stats, items)
 
     async def reserve(self, nbytes: int, what: str) -> None:
         """Hold at least `nbytes` of the memory budget (413 when it can never fit, 429 when busy)."""
@@ -105,13 +114,18 @@ async def admitted(target: CodecTarget, reading_bytes: int,
                    client_gone: ClientGone | None = None) -> AsyncIterator[RequestScope]:
     """A place at the gate (429 at once when none is free, before the body is read) and `reading_bytes`
     of the memory budget for reading the body; both held until the block ends."""
+    started = time.perf_counter_ns()
     with target.gate.admit():
         async with target.memory.hold(reading_bytes, "reading the request body") as held:
-            scope = RequestScope(target.settings, held, client_gone)
+            scope, ok = RequestScope(target.settings, held, client_gone), False
             try:
                 yield scope
+                ok = True
             finally:
                 scope.stop.set()
+                if scope.counted is not None:
+                    stats, items = scope.counted
+                    stats.request_ended(ok, time.perf_counter_ns() - started, items)
 
 
 def prefers_png(accept: str) -> bool:

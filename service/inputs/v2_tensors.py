@@ -78,7 +78,7 @@ def decompressed(body: bytes, encoding: str, limit: int) -> bytes:
     return out
 
 
-def _bytes_elements(raw: bytes, name: str) -> list[bytes]:
+def bytes_elements(raw: bytes, name: str) -> list[bytes]:
     elements, offset = [], 0
     while offset < len(raw):
         if offset + 4 > len(raw):
@@ -129,7 +129,7 @@ def _input(spec: Any, binary: memoryview, offset: int) -> tuple[Tensor, int]:
         raw = bytes(binary[offset : offset + size])
         offset += size
         if datatype == "BYTES":
-            data: np.ndarray | list[bytes] = _bytes_elements(raw, name)
+            data: np.ndarray | list[bytes] = bytes_elements(raw, name)
         elif size % NUMERIC[datatype].itemsize:
             raise InvalidTensor(f"input {name!r}: {size} bytes is not a whole number of {datatype} elements")
         else:
@@ -183,7 +183,8 @@ def _requested_outputs(request: dict[str, Any]) -> dict[str, bool] | None:
     return {o["name"]: bool((o.get("parameters") or {}).get("binary_data", False)) for o in outputs}
 
 
-def _binary_of(output: OutputTensor) -> bytes:
+def binary_of(output: OutputTensor) -> bytes:
+    """An output's raw bytes: the binary extension's layout, and gRPC's raw_output_contents."""
     if output.datatype == "BYTES":
         assert isinstance(output.data, list)
         return b"".join(struct.pack("<I", len(e)) + e for e in output.data)
@@ -199,7 +200,7 @@ def encode_infer_response(model: str, version: str, request_id: str | None,
     for output in outputs:
         entry: dict[str, Any] = {"name": output.name, "datatype": output.datatype, "shape": list(output.shape)}
         if output.binary:
-            blob = _binary_of(output)
+            blob = binary_of(output)
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:

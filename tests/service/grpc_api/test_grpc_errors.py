@@ -44,9 +44,8 @@ def raw_infer(target: str, build: Callable[[service_pb2.ModelInferRequest], None
     """A request the official client would not build, sent with the official messages and stub."""
     request = service_pb2.ModelInferRequest(model_name=model)
     build(request)
-    with grpc.insecure_channel(target) as channel:
-        with pytest.raises(grpc.RpcError) as caught:
-            service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
+    with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError) as caught:
+        service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
     return caught.value
 
 

@@ -147,9 +147,9 @@ def test_a_grpc_and_an_http_request_share_one_run(start_server: StartServer, dig
             barrier = threading.Barrier(2)
             answers: list[object] = []
 
-            def over_grpc() -> None:
+            def over_grpc(barrier: threading.Barrier = barrier, answers: list[object] = answers) -> None:
                 barrier.wait()
-                answers.append(client.infer("mnist-encode", [tensor]).as_numpy("codes"))  # noqa: B023
+                answers.append(client.infer("mnist-encode", [tensor]).as_numpy("codes"))
 
             thread = threading.Thread(target=over_grpc)
             thread.start()

@@ -85,6 +85,12 @@ class Settings(BaseSettings):
     drain_seconds: float = Field(0.0, ge=0, description="after SIGTERM: keep serving (not ready) this long")
 
     @model_validator(mode="after")
+    def _ports_differ(self) -> Settings:
+        if self.grpc_port and self.grpc_port == self.port:
+            raise ValueError(f"VQVAE_GRPC_PORT and VQVAE_PORT are both {self.port}: give gRPC its own port, or 0")
+        return self
+
+    @model_validator(mode="after")
     def _one_worker_for_model_control(self) -> Settings:
         # Each worker process holds its own sessions, and a load or unload request reaches one of them:
         # with several, the workers would serve different models. One worker per pod (scale pods instead).

@@ -24,7 +24,7 @@ from service.api.routes import codec, model_info, probes, prometheus, sample, v2
 from service.api.routes.demo import install_demo
 from service.api.sigterm import install_sigterm_drain
 from service.config import Settings, get_settings
-from service.grpc_api.server import start_grpc
+from service.grpc_api.endpoint import start_grpc
 from service.inference.admission import AdmissionGate
 from service.inference.registry import ModelRegistry
 from service.inference.repository import ModelRepository

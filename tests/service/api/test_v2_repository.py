@@ -120,13 +120,16 @@ def test_repository_errors_and_the_api_key(start_server: StartServer, models_cop
     http.close()
 
 
-def test_model_control_explicit_needs_one_worker() -> None:
+def test_settings_refuse_explicit_control_with_workers_and_a_shared_port() -> None:
     from pydantic import ValidationError
 
     from service.config import Settings
 
     with pytest.raises(ValidationError, match="VQVAE_MODEL_CONTROL=explicit needs VQVAE_WORKERS=1"):
         Settings(model_control="explicit", workers=2)
+    with pytest.raises(ValidationError, match="give gRPC its own port"):
+        Settings(port=9000, grpc_port=9000)
+    assert Settings(model_control="explicit").workers == 1 and Settings(port=9000, grpc_port=0).grpc_port == 0
 
 
 def test_a_reload_under_load_loses_nothing(start_server: StartServer, models_copy: Path, digits: np.ndarray) -> None:

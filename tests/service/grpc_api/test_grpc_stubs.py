@@ -13,7 +13,7 @@ from google.protobuf.descriptor import Descriptor
 from tritonclient.grpc import model_config_pb2, service_pb2
 
 from service.grpc_api import open_inference_pb2 as ours
-from service.grpc_api.server import WIRE_SERVICE
+from service.grpc_api.endpoint import WIRE_SERVICE
 from tests.conftest import ROOT
 
 PROTO_DIR = ROOT / "service" / "grpc_api"

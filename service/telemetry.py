@@ -21,11 +21,12 @@ from prometheus_client import (
     multiprocess,
 )
 
-REQUESTS = Counter("vqvae_requests_total", "HTTP requests by route template, method and status",
+# gRPC calls count here too: route = the method's path, method = "GRPC", status = the code's name.
+REQUESTS = Counter("vqvae_requests_total", "Requests by route template (or gRPC method), method and status",
                    ["route", "method", "status"])
-LATENCY = Histogram("vqvae_request_duration_seconds", "HTTP request latency by route template", ["route"],
+LATENCY = Histogram("vqvae_request_duration_seconds", "Request latency by route template (or gRPC method)", ["route"],
                     buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10))
-IN_FLIGHT = Gauge("vqvae_requests_in_flight", "HTTP requests being served", multiprocess_mode="livesum")
+IN_FLIGHT = Gauge("vqvae_requests_in_flight", "Requests (HTTP and gRPC) being served", multiprocess_mode="livesum")
 QUEUE_WAIT = Histogram("vqvae_queue_wait_seconds", "Time inputs waited in the batching queue", ["model", "graph"],
                        buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1))
 BATCH_SIZE = Histogram("vqvae_batch_size", "Items per onnxruntime run", ["model", "graph"],

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import shlex
 import statistics
@@ -219,8 +220,10 @@ def verdicts(rows: list[Row]) -> list[str]:
 
 def write_section(path: Path, command: str, rows: list[Row]) -> None:
     """Replace this section of BENCHMARKS.md (or append it), leaving the rest of the file as it is."""
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     body = (f"{SECTION}\n\nCommand: `{command}` — one server (one worker, batching on), the three clients "
-            "of each row measured in turn, in one run on the machine named at the top of this file.\n\n"
+            "of each row measured in turn, in one run on the machine named at the top of this file "
+            f"(load average when the table was written: {load}).\n\n"
             + table(rows) + "\n\n" + "\n".join(f"- {v}" for v in verdicts(rows)) + "\n")
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     pattern = re.compile(re.escape(SECTION) + r"\n.*?(?=\n## |\Z)", re.S)

@@ -5,6 +5,7 @@ worker processes every worker serves the port and the statistics sum over all of
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -100,3 +101,13 @@ def test_every_worker_serves_grpc_and_statistics_sum_over_them(start_server: Sta
         assert int(stats["inference_count"]) == 100
     assert server.stop(signal.SIGTERM, timeout=30) == 0
     assert "Traceback" not in server.log
+
+
+def test_a_taken_grpc_port_fails_start_up(start_server: StartServer) -> None:
+    """One worker binds without SO_REUSEPORT: a port another process holds is an error, never shared."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        server = start_server(grpc_port=taken.getsockname()[1])
+        assert server.process.wait(60) != 0
+    assert "cannot listen for gRPC on 127.0.0.1:" in server.log and "VQVAE_GRPC_PORT" in server.log

@@ -36,7 +36,20 @@ router = APIRouter(prefix="/v2", tags=["v2 (Triton extensions)"])
 ModelName = Annotated[str, Path(description="`{name}-encode` or `{name}-decode`, e.g. mnist-encode")]
 RepoModel = Annotated[str, Path(description="a model directory (mnist) or either of its v2 models (mnist-encode)")]
 Version = Annotated[str, Path(description="the model's version (its manifest's), e.g. 2.1.0")]
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: V2_RESPONSES[404]}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: V2_RESPONSES[404], 503: V2_RESPONSES[503]}
+
+
+def _error(text: str) -> dict[str, Any]:
+    return {**V2_RESPONSES[400], "description": text}
+
+
+REPOSITORY: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Done (an empty body, as Triton answers)"},
+    400: _error("Malformed body, or load parameters this service does not take (config, file: overrides)"),
+    403: _error("Model control is off (VQVAE_MODEL_CONTROL=none, the default)"),
+    404: _error("No such model directory"),
+    503: _error("The start-up loading has not finished, or shutdown has begun"),
+}
 
 
 @router.get("/models/stats", summary="Statistics of every served v2 model")
@@ -92,7 +105,8 @@ def _repository(request: Request) -> ModelRepository:
     return repository
 
 
-@router.post("/repository/index", summary="The models of the repository, with their state")
+@router.post("/repository/index", summary="The models of the repository, with their state",
+             responses={400: _error("Malformed body")})
 async def index(request: Request) -> JSONResponse:
     ready = (await _json_object(request)).get("ready", False)
     if not isinstance(ready, bool):
@@ -101,8 +115,8 @@ async def index(request: Request) -> JSONResponse:
 
 
 @router.post("/repository/models/{model_name}/load", summary="Load or reload a model (VQVAE_MODEL_CONTROL=explicit)",
-             responses={403: {"description": "model control is off"}, **NOT_FOUND,
-                        422: {"description": "the model fails its checks; nothing changed"}})
+             response_class=Response,
+             responses={**REPOSITORY, 422: _error("The model fails its checks; nothing changed but its reason")})
 async def load(request: Request, model_name: RepoModel) -> Response:
     repository = _repository(request)
     repository.allowed("loading models")
@@ -112,7 +126,7 @@ async def load(request: Request, model_name: RepoModel) -> Response:
 
 
 @router.post("/repository/models/{model_name}/unload", summary="Unload a model (VQVAE_MODEL_CONTROL=explicit)",
-             responses={403: {"description": "model control is off"}, **NOT_FOUND})
+             response_class=Response, responses=REPOSITORY)
 async def unload(request: Request, model_name: RepoModel) -> Response:
     repository = _repository(request)
     repository.allowed("unloading models")

@@ -42,10 +42,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     VQVAE_HOST=0.0.0.0 \
     VQVAE_PORT=8000 \
+    VQVAE_GRPC_PORT=8001 \
     VQVAE_MODELS_DIR=/app/models
 WORKDIR /app
 USER 10001:10001
-EXPOSE 8000
+# HTTP (REST, v2, probes, metrics) and gRPC (the Open Inference Protocol), as Triton's 8000 and 8001.
+EXPOSE 8000 8001
 # Readiness, not mere liveness: a container whose models failed to load is unhealthy.
 HEALTHCHECK --interval=10s --timeout=4s --start-period=30s --retries=3 CMD ["python", "-m", "service.healthcheck"]
 STOPSIGNAL SIGTERM

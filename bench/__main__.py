@@ -10,7 +10,9 @@
    with batching on and off;
 3. the same single-digit /encode load against a naive FastAPI + PyTorch server, and against a
    plain FastAPI + onnxruntime route that does nothing but decode and run (the floor of a server's
-   work per request).
+   work per request);
+4. gRPC beside HTTP v2 binary with the official clients (bench/grpc_vs_http.py: its own section of
+   BENCHMARKS.md, also run alone as `python -m bench.grpc_vs_http`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench import grpc_vs_http
 from bench.benchmarks_md import graph_cells, load_cells, markdown_table, targets, write_markdown
 from bench.inprocess import matmul_rate, measure_graphs
 from bench.load import LoadRow, Workload, comparison, ours, run_rows
@@ -121,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
              f"The faster batching setting for single digits at concurrency ≥ 8 in this run: {best}.\n\n"
              f"GPU: {'available' if torch.cuda.is_available() else 'none on this machine; no GPU table'}.\n")
     write_markdown(args.out, command.strip(), cells, notes, extra)
+    print("gRPC beside HTTP v2 binary (tritonclient) ...", flush=True)
+    rows = grpc_vs_http.measure(args.models_dir, args.data_dir, args.seconds, rounds=2)
+    grpc_vs_http.write_section(args.out, command.strip() + " (its gRPC part: bench/grpc_vs_http.py)", rows)
     print(f"\nwritten to {args.out}")
     return 0
 

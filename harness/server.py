@@ -3,6 +3,7 @@
     with service_process(log_dir, batching="off") as server:   # python -m service, VQVAE_* settings
         server.wait("/readyz")
         httpx.get(server.url + "/v1/models")
+        tritonclient.grpc.InferenceServerClient(server.grpc_target)   # its gRPC port, free too
 
 Output goes to a log file rather than a pipe (a pipe nobody reads fills up and stalls the server
 on a long run); `server.log` reads it back for assertions and failure messages.
@@ -36,9 +37,11 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, cmd: list[str], port: int, env: dict[str, str], log_path: Path, cwd: Path = ROOT) -> None:
-        self.cmd, self.port, self.log_path = cmd, port, log_path
+    def __init__(self, cmd: list[str], port: int, env: dict[str, str], log_path: Path, cwd: Path = ROOT,
+                 grpc_port: int = 0) -> None:
+        self.cmd, self.port, self.log_path, self.grpc_port = cmd, port, log_path, grpc_port
         self.url = f"http://127.0.0.1:{port}"
+        self.grpc_target = f"127.0.0.1:{grpc_port}"  # host:port, as gRPC clients take it (0: no gRPC)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("w") as log:  # the child keeps its own descriptor
             self.process = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -118,8 +121,10 @@ def service_env(**settings: object) -> dict[str, str]:
 
 def service_process(log_dir: Path, root: Path = ROOT, **settings: object) -> ServerProcess:
     """`python -m service` on a free port with VQVAE_<NAME> settings (e.g. batching="off"), from the
-    checkout at `root` (another commit's worktree, to measure before and after)."""
+    checkout at `root` (another commit's worktree, to measure before and after). Its gRPC port is a
+    free one too, unless `grpc_port` is given (0: off): never the default 8001 another server may hold."""
     port = free_port()
+    grpc_port = int(str(settings.pop("grpc_port", free_port())))
     cmd = [sys.executable, "-m", "service", "--port", str(port)]
-    env = service_env(**{"models_dir": root / "models", **settings}) | {"PYTHONPATH": str(root)}
-    return ServerProcess(cmd, port, env, log_dir / f"service-{port}.log", cwd=root)
+    env = service_env(**{"models_dir": root / "models", "grpc_port": grpc_port, **settings}) | {"PYTHONPATH": str(root)}
+    return ServerProcess(cmd, port, env, log_dir / f"service-{port}.log", cwd=root, grpc_port=grpc_port)

@@ -114,7 +114,7 @@ async def run(show_calls: bool) -> None:
     from service.api.app import create_app
     from service.config import Settings
 
-    app = create_app(Settings(workers=1, warmup_runs=1))
+    app = create_app(Settings(workers=1, warmup_runs=1, grpc_port=0))  # HTTP only: the path traced here
     async with app.router.lifespan_context(app):
         while not app.state.registry.loaded:
             await asyncio.sleep(0.05)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Container smoke test, for any machine with Docker and Compose v2:
 #   build and start the service with compose, wait until healthy, real /encode and /decode calls
-#   with a real PNG checked for a sensible result, then `docker compose down`.
+#   with a real PNG checked for a sensible result, gRPC readiness and metadata, then `docker compose down`.
 #   bash scripts/smoke-compose.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +26,8 @@ if command -v python3 >/dev/null; then
 else  # no python on the host: run the same check inside the container, against itself
   compose exec -T codec python - http://127.0.0.1:8000 <scripts/smoke_check.py
 fi
+# gRPC from inside the container: the image has grpcio, and both workers listen on 8001 (SO_REUSEPORT).
+compose exec -T codec python - 127.0.0.1:8001 <scripts/smoke_grpc.py
 
 echo "smoke: stop (SIGTERM, graceful)"
 compose stop --timeout 30 codec

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # models/ beside the packages: the repository checkout, and /app/models in the container.
@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     # -- server
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    grpc_port: int = Field(8001, ge=0, le=65535, description="the Open Inference Protocol over gRPC, in every "
+                           "worker process (SO_REUSEPORT when there are several); 0: off")
     workers: int = Field(1, ge=1, le=64)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Longer than the idle timeout of the clients and load balancers in front (httpx 5 s, AWS ALB 60 s):
@@ -38,6 +40,9 @@ class Settings(BaseSettings):
     on_model_error: Literal["not-ready", "exit"] = Field(
         "not-ready", description="a model that fails to load: serve the rest and report not ready, or exit non-zero"
     )
+    model_control: Literal["none", "explicit"] = Field(
+        "none", description="explicit: the v2 repository extension may load and unload models while serving "
+                            "(as Triton's --model-control-mode=explicit); none: the index only")
 
     # -- request limits
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
@@ -94,6 +99,20 @@ class Settings(BaseSettings):
             raise ValueError("must be printable ASCII without leading or trailing spaces "
                              "(an HTTP header cannot carry anything else)")
         return key
+    @model_validator(mode="after")
+    def _ports_differ(self) -> Settings:
+        if self.grpc_port and self.grpc_port == self.port:
+            raise ValueError(f"VQVAE_GRPC_PORT and VQVAE_PORT are both {self.port}: give gRPC its own port, or 0")
+        return self
+
+    @model_validator(mode="after")
+    def _one_worker_for_model_control(self) -> Settings:
+        # Each worker process holds its own sessions, and a load or unload request reaches one of them:
+        # with several, the workers would serve different models. One worker per pod (scale pods instead).
+        if self.model_control == "explicit" and self.workers > 1:
+            raise ValueError("VQVAE_MODEL_CONTROL=explicit needs VQVAE_WORKERS=1: a load or unload request "
+                             "reaches one worker process, and each holds its own models")
+        return self
 
     @property
     def exempt_groups(self) -> set[str]:

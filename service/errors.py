@@ -64,3 +64,15 @@ class BodyTimeout(CodecError):
     """The client did not send its whole body in time (a slow or stalled upload holding a place)."""
 
     code = "body_timeout"
+
+
+class ModelControlDisabled(CodecError):
+    """Load or unload asked of a server started without VQVAE_MODEL_CONTROL=explicit."""
+
+    code = "model_control_off"
+
+
+class ModelLoadRejected(CodecError):
+    """A load asked through the repository extension failed the model's checks; nothing changed."""
+
+    code = "model_load_rejected"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -25,11 +26,12 @@ from prometheus_client import (
     multiprocess,
 )
 
-REQUESTS = Counter("vqvae_requests_total", "HTTP requests by route template, method and status",
+# gRPC calls count here too: route = the method's path, method = "GRPC", status = the code's name.
+REQUESTS = Counter("vqvae_requests_total", "Requests by route template (or gRPC method), method and status",
                    ["route", "method", "status"])
-LATENCY = Histogram("vqvae_request_duration_seconds", "HTTP request latency by route template", ["route"],
+LATENCY = Histogram("vqvae_request_duration_seconds", "Request latency by route template (or gRPC method)", ["route"],
                     buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10))
-IN_FLIGHT = Gauge("vqvae_requests_in_flight", "HTTP requests being served", multiprocess_mode="livesum")
+IN_FLIGHT = Gauge("vqvae_requests_in_flight", "Requests (HTTP and gRPC) being served", multiprocess_mode="livesum")
 QUEUE_WAIT = Histogram("vqvae_queue_wait_seconds", "Time inputs waited in the batching queue", ["model", "graph"],
                        buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1))
 BATCH_SIZE = Histogram("vqvae_batch_size", "Items per onnxruntime run", ["model", "graph"],
@@ -52,18 +54,32 @@ PROVIDER = Gauge("vqvae_model_provider_info", "1 per ready model, labelled with 
                  ["model", "version", "provider"], multiprocess_mode="max")
 
 
-class BatchMetrics:
-    """The observer a MicroBatcher reports to."""
+class RunStats(Protocol):
+    """The v2 statistics of the batcher's model version (service/inference/statistics.py)."""
 
-    def __init__(self, model: str, graph: str) -> None:
+    def queued(self, waits_s: list[float]) -> None: ...
+    def executed(self, jobs: int, size: int, phases_ns: tuple[int, int, int]) -> None: ...
+
+
+class BatchMetrics:
+    """The observer a MicroBatcher reports to: these histograms, and the v2 statistics when given."""
+
+    def __init__(self, model: str, graph: str, stats: RunStats | None = None) -> None:
         self._wait = QUEUE_WAIT.labels(model, graph)
         self._size = BATCH_SIZE.labels(model, graph)
         self._rejected = REJECTED.labels(model, graph)
+        self._stats = stats
 
     def batch_ran(self, size: int, queue_waits: list[float]) -> None:
         self._size.observe(size)
         for wait in queue_waits:
             self._wait.observe(wait)
+        if self._stats is not None:
+            self._stats.queued(queue_waits)
+
+    def batch_finished(self, jobs: int, size: int, phases_ns: tuple[int, int, int]) -> None:
+        if self._stats is not None:
+            self._stats.executed(jobs, size, phases_ns)
 
     def rejected(self) -> None:
         self._rejected.inc()

@@ -35,8 +35,9 @@ SERVE_ONE_REQUEST = (
     "from fastapi.testclient import TestClient\n"
     "from service.api.app import create_app\n"
     "from service.config import Settings\n"
+    "from harness.server import free_port\n"
     "import time\n"
-    "with TestClient(create_app(Settings())) as c:\n"
+    "with TestClient(create_app(Settings(grpc_port=free_port()))) as c:\n"  # its gRPC server too
     "    while c.get('/readyz').status_code != 200: time.sleep(0.05)\n"
     "    assert c.post('/decode', json={'codes': [[1] * 7] * 7}).status_code == 200\n"
 )

@@ -21,12 +21,14 @@ from starlette.middleware.cors import CORSMiddleware
 from service.api.error_mapping import install_error_handlers
 from service.api.fast_path import CodecFastPath
 from service.api.middleware import ApiKeyAuth, BodySizeLimit, HeaderSizeLimit, RequestMetrics, exempt_prefixes
-from service.api.routes import codec, model_info, probes, prometheus, sample, v2
+from service.api.routes import codec, model_info, probes, prometheus, sample, v2, v2_extensions
 from service.api.routes.demo import install_demo
 from service.api.sigterm import install_sigterm_drain
 from service.config import Settings, get_settings
+from service.grpc_api.endpoint import start_grpc
 from service.inference.admission import AdmissionGate
 from service.inference.registry import ModelRegistry
+from service.inference.repository import ModelRepository
 from service.telemetry import forget_dead_workers
 
 API_VERSION = "1.0.0"
@@ -64,10 +66,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     registry = ModelRegistry(settings, requests_in_progress=lambda: app.state.admission.in_progress)
     registry.discover()
     app.state.registry = registry
-    restore_signals = install_sigterm_drain(registry.begin_shutdown, settings.drain_seconds)
+    app.state.repository = ModelRepository(registry)
     dead = forget_dead_workers()  # a worker replacing one that died: its live gauges go with it
     if dead:
         log.warning("replacing worker process(es) %s, which died; their live gauges dropped", dead)
+    # gRPC in this process, on this loop: the same registry, gate, budget and batchers as HTTP.
+    grpc_endpoint = await start_grpc(app.state, settings, app.version) if settings.grpc_port else None
+    restore_signals = install_sigterm_drain(registry.begin_shutdown, settings.drain_seconds,
+                                            grpc_endpoint.stop_soon if grpc_endpoint else None)
     loading: asyncio.Future[Any] | None = None
     if settings.on_model_error == "exit":  # load before serving; any failure fails start-up
         registry.load_all()
@@ -84,6 +90,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
     registry.begin_shutdown()
     restore_signals()
+    if grpc_endpoint is not None:  # HTTP's requests have finished; gRPC's finish here
+        await grpc_endpoint.stopped()
     if loading is not None:
         await loading
     await registry.close()
@@ -97,7 +105,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.admission = AdmissionGate(settings.max_in_flight)
     install_error_handlers(app)
     install_docs(app)
-    for router in (probes.router, model_info.router, codec.router, sample.router, prometheus.router, v2.router):
+    # v2_extensions before v2: /v2/models/stats is not the metadata of a model named "stats".
+    for router in (probes.router, model_info.router, codec.router, sample.router, prometheus.router,
+                   v2_extensions.router, v2.router):
         app.include_router(router)
     if settings.demo == "on":
         install_demo(app)

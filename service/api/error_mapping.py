@@ -1,8 +1,9 @@
-"""The HTTP edge of every failure: one table from domain errors to statuses, one error shape.
+"""The edge of every failure: one table from domain errors to HTTP statuses, one error shape, and
+beside it the table to gRPC status codes (service/grpc_api/, with the same messages).
 
 Every failure leaves the service as {"error": {"code", "message"}}, except under /v2, where the
 Open Inference Protocol wants {"error": "<message>"} (same statuses). The domain errors (service
-and contract) know nothing of HTTP; this module alone decides their status, headers and shape.
+and contract) know nothing of HTTP or gRPC; this module alone decides their status, headers and shape.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 import math
 from collections.abc import Callable
 
+import grpc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -36,6 +38,8 @@ from service.errors import (
     BodyTimeout,
     DeadlineExceeded,
     HeadersTooLarge,
+    ModelControlDisabled,
+    ModelLoadRejected,
     ModelNotReady,
     Overloaded,
     UnsupportedMediaType,
@@ -47,6 +51,7 @@ log = logging.getLogger("service")
 HTTP_STATUS: dict[type[Exception], int] = {
     BadRequest: 400,
     ModelNotFound: 404,
+    ModelControlDisabled: 403,
     BodyTimeout: 408,
     PayloadTooLarge: 413,
     UnsupportedMediaType: 415,
@@ -57,6 +62,7 @@ HTTP_STATUS: dict[type[Exception], int] = {
     UnknownClass: 422,
     InvalidStream: 422,
     UnknownFormat: 422,
+    ModelLoadRejected: 422,
     Overloaded: 429,
     ModelNotReady: 503,
     ModelLoadError: 503,
@@ -75,6 +81,32 @@ def _retry_after(exc: Exception) -> dict[str, str]:
     return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
+# The same classes (tests/service/api/test_error_mapping.py holds the two tables to the same keys).
+Code = grpc.StatusCode
+GRPC_STATUS: dict[type[Exception], grpc.StatusCode] = {
+    BadRequest: Code.INVALID_ARGUMENT,
+    ModelNotFound: Code.NOT_FOUND,
+    ModelControlDisabled: Code.PERMISSION_DENIED,
+    BodyTimeout: Code.DEADLINE_EXCEEDED,
+    PayloadTooLarge: Code.RESOURCE_EXHAUSTED,
+    UnsupportedMediaType: Code.INVALID_ARGUMENT,
+    HeadersTooLarge: Code.RESOURCE_EXHAUSTED,
+    UnsupportedSize: Code.INVALID_ARGUMENT,
+    InvalidCodes: Code.INVALID_ARGUMENT,
+    InvalidParameter: Code.INVALID_ARGUMENT,
+    UnknownClass: Code.INVALID_ARGUMENT,
+    InvalidStream: Code.INVALID_ARGUMENT,
+    UnknownFormat: Code.INVALID_ARGUMENT,
+    ModelLoadRejected: Code.FAILED_PRECONDITION,  # the model directory fails its checks; nothing changed
+    Overloaded: Code.RESOURCE_EXHAUSTED,
+    ModelNotReady: Code.UNAVAILABLE,
+    ModelLoadError: Code.UNAVAILABLE,
+    ManifestError: Code.UNAVAILABLE,
+    IntegrityError: Code.UNAVAILABLE,
+    DeadlineExceeded: Code.DEADLINE_EXCEEDED,
+    CodecError: Code.INTERNAL,
+    ContractError: Code.INTERNAL,
+}
 HTTP_HEADERS: dict[type[Exception], Callable[[Exception], dict[str, str]]] = {
     Overloaded: _retry_after,
     BodyTimeout: lambda _: {"Connection": "close"},  # the rest of a stalled body is not worth reading
@@ -88,6 +120,16 @@ def status_of(exc: CodecError | ContractError) -> int:
 
 def headers_of(exc: CodecError | ContractError) -> dict[str, str] | None:
     return next((HTTP_HEADERS[cls](exc) for cls in type(exc).__mro__ if cls in HTTP_HEADERS), None)
+
+
+def grpc_status_of(exc: CodecError | ContractError) -> grpc.StatusCode:
+    return next(GRPC_STATUS[cls] for cls in type(exc).__mro__ if cls in GRPC_STATUS)
+
+
+def grpc_trailers_of(exc: CodecError | ContractError) -> tuple[tuple[str, str], ...]:
+    """What a client should know beyond the message: Retry-After as `retry-after` trailing metadata."""
+    headers = headers_of(exc) or {}
+    return tuple((name.lower(), value) for name, value in headers.items() if name.lower() == "retry-after")
 
 
 V2_PREFIX = "/v2"

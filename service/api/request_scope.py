@@ -10,6 +10,7 @@ knows nothing of HTTP: `metered` and `http_client_gone` below are the HTTP side)
             body = await request.body()
         async with scope.running(plan.work(settings)):       # 429 if it cannot start in time; memory
             result = await scope.within(work, watch=True)    # 504 past its deadline; cancelled if the client leaves
+        scope.count_in(model.stats["encode"], items)         # the run step: the v2 statistics this request counts in
         scope.stop                                           # set when the request ends: walks in threads stop
 
 Memory follows the bytes that arrived, never a size a header promises: nothing is reserved at
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TypeVar
@@ -36,6 +38,7 @@ from service.api.deps import CodecTarget
 from service.config import Settings
 from service.errors import BodyTimeout, DeadlineExceeded
 from service.inference.admission import Reservation
+from service.inference.statistics import GraphStats
 from service.inference.work_queue import Work, WorkQueue
 from service.inputs.bodies import media_type
 
@@ -82,6 +85,12 @@ class RequestScope:
         self.received = 0  # body bytes arrived
         self.body_bytes = 0  # what the read body holds: its bytes (and an inflated copy)
         self.deadline: float | None = None  # the event loop's time; set when its work starts
+        self.counted: tuple[GraphStats, int] | None = None
+
+    def count_in(self, stats: GraphStats, items: int) -> None:
+        """The request's outcome, duration and items go to these statistics when it ends (the run
+        step says which model it ran; a request refused before that counts nowhere, as in Triton)."""
+        self.counted = (stats, items)
 
     async def body_arrived(self, nbytes: int, complete: bool) -> None:
         """`nbytes` more of the body arrived; `complete`: it is all there, and about to be parsed."""
@@ -158,16 +167,21 @@ async def admitted(target: CodecTarget, charge: BodyCharge,
     """A place at the gate (429 at once when none is free, before the body is read) held until the
     block ends, and a reservation that starts empty: the body is charged as it arrives. A declared
     body whose cost could never fit the budget is refused at once (413)."""
+    started = time.perf_counter_ns()
     with target.gate.admit():
         if charge.declared is not None:
             target.memory.refuse_if_never(charge.complete(charge.declared), "reading the request body",
                                           arriving=charge.declared)
         async with target.memory.hold(0, "reading the request body") as held:
-            scope = RequestScope(target.settings, held, target.work, charge, client_gone)
+            scope, ok = RequestScope(target.settings, held, target.work, charge, client_gone), False
             try:
                 yield scope
+                ok = True
             finally:
                 scope.stop.set()
+                if scope.counted is not None:
+                    stats, items = scope.counted
+                    stats.request_ended(ok, time.perf_counter_ns() - started, items)
 
 
 def prefers_png(accept: str) -> bool:

@@ -1,6 +1,7 @@
-"""Graceful shutdown: on SIGTERM readiness turns 503 at once, then (after an optional drain period
-in which new requests are still served) uvicorn's own handler stops accepting connections and
-lets the requests in flight finish.
+"""Graceful shutdown: on SIGTERM readiness turns 503 at once (HTTP and gRPC), then (after an optional
+drain period in which new requests are still served) uvicorn's own handler stops accepting
+connections and lets the requests in flight finish, and at the same moment the gRPC server stops
+accepting calls and lets those in flight finish (`on_drained`).
 
 uvicorn installs its signal handlers before the lifespan starts; we chain in front of them, so
 this works however uvicorn was started (python -m service, the uvicorn CLI, --workers).
@@ -19,8 +20,10 @@ from typing import Any
 log = logging.getLogger("service")
 
 
-def install_sigterm_drain(on_signal: Callable[[], None], drain_seconds: float) -> Callable[[], None]:
-    """Chain a SIGTERM/SIGINT handler: on_signal() at once, the previous handler after the drain.
+def install_sigterm_drain(on_signal: Callable[[], None], drain_seconds: float,
+                          on_drained: Callable[[], None] | None = None) -> Callable[[], None]:
+    """Chain a SIGTERM/SIGINT handler: on_signal() at once, the previous handler after the drain, and
+    on_drained() then too, on the event loop (it may be called more than once: make it idempotent).
 
     Returns a function restoring the previous handlers. A second signal skips the drain.
     """
@@ -31,6 +34,8 @@ def install_sigterm_drain(on_signal: Callable[[], None], drain_seconds: float) -
     signalled = False
 
     def forward(sig: int, frame: FrameType | None) -> None:
+        if on_drained is not None:  # from a signal handler: never touch the loop's state directly
+            loop.call_soon_threadsafe(on_drained)
         handler = previous[sig]
         if callable(handler):
             handler(sig, frame)

@@ -1,6 +1,7 @@
-"""The Open Inference Protocol's view of the served models, whatever carries it (HTTP here): the
-models `{name}-encode` and `{name}-decode`, their metadata, and their inference as tensors in and
-out of the same plan and run steps /encode and /decode use.
+"""The Open Inference Protocol's view of the served models, whatever carries it (HTTP routes in
+api/routes/v2*.py, gRPC in service/grpc_api/): the models `{name}-encode` and `{name}-decode`, their
+metadata and configuration, their inference as tensors in and out of the same plan and run steps
+/encode and /decode use, and Triton's statistics and model repository extensions in their terms.
 
     {name}-encode   images BYTES [-1] (encoded files) or pixels UINT8 [-1, H, W, C]  ->  codes INT64 [-1, h, w]
     {name}-decode   codes INT64 (or INT32) [-1, h, w]  ->  pixels UINT8 [-1, H, W, C], images BYTES [-1] (PNG)
@@ -8,25 +9,29 @@ out of the same plan and run steps /encode and /decode use.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
 from starlette.responses import Response
 
-from runtime import ModelNotFound, TooManyImages
+from runtime import BadRequest, ModelNotFound, TooManyImages
 from runtime.images import ImageUpload
 from service.config import Settings
 from service.errors import ModelNotReady
 from service.inference.registry import ModelRegistry, ServedModel
+from service.inference.repository import ModelRepository
+from service.inference.statistics import model_statistics
 from service.inputs.grids import check_grid_size
 from service.inputs.v2_tensors import InferRequest, InvalidTensor, OutputTensor, Tensor, encode_infer_response
 from service.offload import off_loop
 from service.workflows.plan import EncodeQuery, RunPlan, plan_decode, plan_encode, plan_encode_pixels
 from service.workflows.run import Loader, RunScope, array_loader, run_decode, run_encode, upload_loader
 
-V2_EXTENSIONS = ["binary_tensor_data"]
+V2_EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics", "model_repository"]
 Operation = Literal["encode", "decode"]
+OPERATIONS: tuple[Operation, ...] = ("encode", "decode")
 PLATFORM = "onnxruntime_onnx"
 
 
@@ -45,8 +50,7 @@ def resolve(registry: ModelRegistry, name: str, version: str | None, need_ready:
         raise ModelNotFound(f"no v2 model named {name[:80]!r}; the models are {known}")
     status = registry.status(base)
     if status.served is None:
-        detail = "is still loading" if status.state == "loading" else "failed to load and is not served"
-        raise ModelNotReady(f"model {name!r} {detail}; see /v2/health/ready")
+        raise ModelNotReady(f"model {name!r} {status.not_served()}; see /v2/health/ready")
     served = status.served if not need_ready else registry.get(base)
     if version is not None and version != served.manifest.version:
         raise ModelNotFound(f"model {name!r} has no version {version[:32]!r}; it serves {served.manifest.version}")
@@ -61,6 +65,61 @@ def model_metadata(target: V2Target) -> dict[str, Any]:
     codes = {"name": "codes", "datatype": "INT64", "shape": [-1] * (3 if m.quantizer.stages == 1 else 4)}
     inputs, outputs = ([images, pixels], [codes]) if target.operation == "encode" else ([codes], [pixels, images])
     return {"name": target.name, "versions": [m.version], "platform": PLATFORM, "inputs": inputs, "outputs": outputs}
+
+
+def model_config(target: V2Target) -> dict[str, Any]:
+    """Triton's model configuration of a v2 model (its fields as model_config.proto names them). The
+    batch dimension is part of every shape, as in the metadata: max_batch_size 0 says so."""
+    def tensors(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{"name": t["name"], "data_type": "TYPE_STRING" if t["datatype"] == "BYTES" else f"TYPE_{t['datatype']}",
+                 "dims": t["shape"]} for t in specs]
+
+    meta = model_metadata(target)
+    return {"name": target.name, "platform": PLATFORM, "backend": "onnxruntime",
+            "version_policy": {"latest": {"num_versions": 1}}, "max_batch_size": 0,
+            "input": tensors(meta["inputs"]), "output": tensors(meta["outputs"])}
+
+
+def statistics(registry: ModelRegistry, name: str | None, version: str | None) -> dict[str, Any]:
+    """Triton's {"model_stats": [...]}: every served v2 model (name None), or one, at one version."""
+    if name:
+        target = resolve(registry, name, version or None)
+        chosen = [(target.name, target.served.manifest.version)]
+    else:
+        chosen = [(f"{base}-{op}", status.served.manifest.version) for base, status in sorted(registry.models.items())
+                  if status.served is not None for op in OPERATIONS]
+    return {"model_stats": model_statistics(chosen)}
+
+
+def repository_index(repository: ModelRepository, ready_only: bool) -> list[dict[str, str]]:
+    """Triton's index, in v2 names: a model directory's two v2 models share its version and state."""
+    return [{"name": f"{entry.model}-{op}", "version": entry.version, "state": entry.state, "reason": entry.reason}
+            for entry in repository.index(ready_only) for op in OPERATIONS]
+
+
+def repository_model(repository: ModelRepository, name: str) -> str:
+    """The model directory a load or unload names: `mnist`, or either of its v2 models (the two
+    load and unload together); ModelNotFound (404) otherwise."""
+    base, dash, operation = name.rpartition("-")
+    if repository.known(name):
+        return name
+    if dash and operation in OPERATIONS and repository.known(base):
+        return base
+    known = ", ".join(e.model for e in repository.index()) or "none"
+    raise ModelNotFound(f"no model named {name[:80]!r} in the repository; it holds {known} "
+                        "(each also as {name}-encode and {name}-decode)")
+
+
+# The parameters of a load or unload taken here: Triton's "config" and "file:..." overrides are not (a
+# model is what its directory holds); unload_dependents is accepted and moot (no model depends on another).
+REPOSITORY_PARAMETERS: dict[str, set[str]] = {"load": set(), "unload": {"unload_dependents"}}
+
+
+def repository_parameters(names: Iterable[str], action: Literal["load", "unload"]) -> None:
+    refused = sorted(set(names) - REPOSITORY_PARAMETERS[action])
+    if refused:
+        raise BadRequest(f"{action} parameters {refused} are not supported: a model is loaded as its directory "
+                         "holds it (no config or file overrides)")
 
 
 def _only_input(request: InferRequest, model: str, accepted: dict[str, str]) -> Tensor:
@@ -155,9 +214,10 @@ async def run_v2(work: V2Work, scope: RunScope, settings: Settings) -> list[Outp
     """The planned work in its turn, its memory reserved on top of the parsed request's (the parsed
     tensors stay held too), within its deadline."""
     plan, served = work.plan, work.target.served
+    scope.count_in(served.stats[work.target.operation], plan.count)
     async with scope.running(plan.work(settings, on_top=True)):
         if work.load is not None:
-            codes = await scope.within(run_encode(served, plan, work.load))  # (N, h, w)
+            codes = await scope.within(run_encode(served, plan, work.load))  # (N, h, w), or (N, k, h, w)
             return [OutputTensor("codes", "INT64", codes.shape, codes, work.wanted["codes"])]
         assert work.grids is not None
         wanted = work.wanted

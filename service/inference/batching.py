@@ -14,6 +14,10 @@ Runs are bounded in pixels too (policy.max_pixels): coalescing stops there, and 
 never padded past it, so one run's working memory stays inside the run slot of the memory budget.
 Small runs (at most policy.inline_max items and inline_max_pixels pixels) run on the event loop,
 larger ones on the inference thread.
+
+A batcher whose model was replaced by a reload is retired: it finishes the work already queued or
+still submitted by requests that resolved the old model, then its loop ends (and with it the last
+reference to the old sessions).
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ def spatial_pixels(item_shape: tuple[int, ...]) -> int:
 
 class BatchObserver(Protocol):
     def batch_ran(self, size: int, queue_waits: list[float]) -> None: ...
+    def batch_finished(self, jobs: int, size: int, phases_ns: tuple[int, int, int]) -> None:
+        """A run succeeded: its jobs, items, and ns gathering inputs, running, handing outputs back."""
     def rejected(self) -> None: ...
 
 
@@ -102,6 +108,7 @@ class MicroBatcher:
         self._queued_items = 0
         self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._retired = False
 
     @property
     def queued_items(self) -> int:
@@ -115,7 +122,8 @@ class MicroBatcher:
             self.observer.rejected()
             raise Overloaded(f"server busy: {self._queued_items} items queued; retry shortly")
         loop = asyncio.get_running_loop()
-        if self._task is None or self._task.get_loop() is not loop:  # first use, or a new event loop
+        # First use, a new event loop, or a retired batcher whose loop ended (a late request of the old model).
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
             self._queue, self._queued_items, self._arrived = deque(), 0, asyncio.Event()
             self._task = asyncio.create_task(self._serve())
         jobs = [_Job(inputs[i : i + limit], loop.create_future()) for i in range(0, n, limit)]
@@ -138,17 +146,27 @@ class MicroBatcher:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
+    def retire(self) -> None:
+        """A reload replaced this batcher's model: end the loop once nothing is queued (see the module doc)."""
+        self._retired = True
+        self._arrived.set()
+
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             if not self._queue:
+                if self._retired:
+                    return
                 self._arrived.clear()
                 await self._arrived.wait()
+                continue
             await self._wait_for_company()
             jobs, waits = self._take()
             if not jobs:
                 continue
+            started = time.perf_counter_ns()
             batch = jobs[0].inputs if len(jobs) == 1 else np.concatenate([j.inputs for j in jobs])
+            gathered = time.perf_counter_ns()
             self.observer.batch_ran(len(batch), waits)
             try:
                 if self._runs_inline(batch):
@@ -160,12 +178,15 @@ class MicroBatcher:
                     if not job.future.done():
                         job.future.set_exception(exc)
                 continue
+            ran = time.perf_counter_ns()
             offset = 0
             for job in jobs:
                 n = len(job.inputs)
                 if not job.future.done():  # a cancelled waiter is simply skipped
                     job.future.set_result(outputs[offset : offset + n])
                 offset += n
+            self.observer.batch_finished(len(jobs), len(batch),
+                                         (gathered - started, ran - gathered, time.perf_counter_ns() - ran))
             await asyncio.sleep(0)  # after an inline run: let other requests (and probes) have the loop
 
     def _runs_inline(self, batch: np.ndarray) -> bool:

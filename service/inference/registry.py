@@ -34,18 +34,28 @@ from service.config import Settings
 from service.errors import ModelNotReady
 from service.inference.admission import MemoryBudget
 from service.inference.batching import BatchPolicy, MicroBatcher, PixelsOf, RunFn, padded, spatial_pixels
+from service.inference.statistics import GraphStats
 from service.inference.work_queue import WorkQueue
 from service.telemetry import MEMORY_BUDGET, BatchMetrics, model_ready
 
 log = logging.getLogger("service.models")
 
-State = Literal["loading", "ready", "failed"]
+# unloaded: by the repository extension (inference/repository.py), or a load it asked for failed;
+# unlike failed at start-up, it does not make the server not ready.
+State = Literal["loading", "ready", "failed", "unloaded"]
 
 
 MiB = 1 << 20
 MEMORY_HEADROOM = 0.8  # of the worker's share: the rest absorbs the allocator's and Python's drift
 RUN_SHARE = 1 / 3  # of the budget: one onnxruntime run at a time (plus the small inline ones)
 MIN_BUDGET = 48 * MiB
+
+
+def model_directories(root: Path) -> list[str]:
+    """The configured models: every directory under the models directory but hidden ones."""
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 @dataclass
@@ -55,6 +65,7 @@ class ServedModel:
     decoder: MicroBatcher  # codes (N, h, w) -> images (N, C, H, W)
     costs: GraphCosts  # working memory per pixel and tiling halos
     run_pixels: int  # pixels per onnxruntime run: larger batches are split, larger images tiled
+    stats: dict[str, GraphStats]  # "encode", "decode" -> the v2 statistics of {name}-encode, {name}-decode
     manifest: Manifest = field(init=False)  # the runtime's, as a plain attribute (read on every request)
 
     def __post_init__(self) -> None:
@@ -76,6 +87,12 @@ class ModelStatus:
     @property
     def provider(self) -> str | None:
         return self.served.runtime.provider if self.served else None
+
+    def not_served(self) -> str:
+        """Why a model is not served, to end "model 'x' ..." in an error."""
+        if self.state == "unloaded":
+            return f"is unloaded ({self.reason})" if self.reason else "is unloaded"
+        return "is still loading" if self.state == "loading" else "failed to load and is not served"
 
 
 @dataclass
@@ -109,7 +126,7 @@ class ModelRegistry:
             self.problem = f"models directory {root.name!r} not found (set VQVAE_MODELS_DIR)"
             log.error("models directory %s not found", root)
             return
-        names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        names = model_directories(root)
         if not names:
             self.problem = f"no models in {root.name!r}"
         self.models = {name: ModelStatus() for name in names}
@@ -121,16 +138,49 @@ class ModelRegistry:
         policy = BatchPolicy(coalesce=s.batching == "on", max_batch=s.batch_max, max_wait=s.batch_wait_ms / 1000,
                              max_queue=s.queue_max_items, inline_max=s.batch_inline_max, max_pixels=run_pixels)
         downsample = runtime.manifest.downsample
+        # Statistics per v2 model ({name}-encode, {name}-decode: api/v2_protocol.py) and version.
+        stats = {graph: GraphStats(f"{runtime.name}-{graph}", runtime.manifest.version)
+                 for graph in ("encode", "decode")}
 
         def batcher(run: RunFn, graph: str, pixels_of: PixelsOf) -> MicroBatcher:
             return MicroBatcher(padded(run, s.batch_max, pixels_of, run_pixels), self.executor, policy,
-                                BatchMetrics(runtime.name, graph), pixels_of, self.requests_in_progress)
+                                BatchMetrics(runtime.name, graph, stats[graph]), pixels_of, self.requests_in_progress)
 
         def output_pixels(grid: tuple[int, ...]) -> int:  # a decode run's cost grows with the image it makes
             return spatial_pixels(grid) * downsample**2
 
         return ServedModel(runtime, batcher(runtime.encode, "encode", spatial_pixels),
-                           batcher(runtime.decode, "decode", output_pixels), costs, run_pixels)
+                           batcher(runtime.decode, "decode", output_pixels), costs, run_pixels, stats)
+
+    def serve(self, name: str, runtime: ModelRuntime) -> ServedModel | None:
+        """Serve a freshly loaded runtime as model `name` (a reload): -> the model it replaced, if any.
+        Requests that resolved the old one finish on it; its batchers are retired, not closed."""
+        served = self._serve(runtime)
+        with self._lock:
+            status = self.models.setdefault(name, ModelStatus())
+            old = status.served
+            status.state, status.reason, status.served = "ready", "", served
+        model_ready(name, runtime.manifest.version, runtime.provider)
+        if old is not None:
+            old.encoder.retire()
+            old.decoder.retire()
+        return old
+
+    def set_state(self, name: str, state: State, reason: str) -> None:
+        with self._lock:
+            status = self.models.setdefault(name, ModelStatus())
+            status.state, status.reason = state, reason
+
+    def unload(self, name: str, reason: str) -> ServedModel | None:
+        """Stop serving `name` (requests already holding it finish): -> the model it served, if any."""
+        with self._lock:
+            status = self.models[name]
+            old = status.served
+            status.state, status.reason, status.served = "unloaded", reason, None
+        if old is not None:
+            old.encoder.retire()
+            old.decoder.retire()
+        return old
 
     def _size_memory(self) -> None:
         """The budget once the loaded process's own memory is known (see the module docstring)."""
@@ -210,6 +260,5 @@ class ModelRegistry:
         """The served model `name`; ModelNotFound (404) or ModelNotReady (503) otherwise."""
         status = self.status(name)
         if status.served is None:
-            detail = "is still loading" if status.state == "loading" else "failed to load and is not served"
-            raise ModelNotReady(f"model {name!r} {detail}; see /readyz")
+            raise ModelNotReady(f"model {name!r} {status.not_served()}; see /readyz")
         return status.served

@@ -103,7 +103,7 @@ def decompressed(body: bytes, encoding: str, limit: int) -> bytes:
                              "body alone")
 
 
-def _bytes_elements(raw: bytes, name: str, expected: int) -> list[bytes]:
+def bytes_elements(raw: bytes, name: str, expected: int) -> list[bytes]:
     elements: list[bytes] = []
     offset = 0
     while offset < len(raw):
@@ -185,7 +185,7 @@ def _binary_data(name: str, datatype: str, shape: list[int], size: Any,
         raise InvalidTensor(f"input {name!r}: binary_data_size {str(size)[:20]} runs past the binary data sent")
     raw = bytes(binary[offset : offset + size])
     if datatype == "BYTES":
-        return _bytes_elements(raw, name, math.prod(shape)), offset + size
+        return bytes_elements(raw, name, math.prod(shape)), offset + size
     if size % NUMERIC[datatype].itemsize:
         raise InvalidTensor(f"input {name!r}: {size} bytes is not a whole number of {datatype} elements")
     return np.frombuffer(raw, dtype=NUMERIC[datatype]), offset + size
@@ -265,7 +265,8 @@ def _requested_outputs(request: dict[str, Any]) -> dict[str, bool] | None:
                             f"output {o['name']!r}") for o in outputs}
 
 
-def _binary_of(output: OutputTensor) -> bytes:
+def binary_of(output: OutputTensor) -> bytes:
+    """An output's raw bytes: the binary extension's layout, and gRPC's raw_output_contents."""
     if output.datatype == "BYTES":
         assert isinstance(output.data, list)
         return b"".join(struct.pack("<I", len(e)) + e for e in output.data)
@@ -281,7 +282,7 @@ def encode_infer_response(model: str, version: str, request_id: str | None,
     for output in outputs:
         entry: dict[str, Any] = {"name": output.name, "datatype": output.datatype, "shape": list(output.shape)}
         if output.binary:
-            blob = _binary_of(output)
+            blob = binary_of(output)
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:

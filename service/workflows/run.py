@@ -26,6 +26,7 @@ from contract.streams import encode_stream
 from runtime.images import ImageUpload, Resize, to_model_input, to_uint8
 from service.config import Settings
 from service.inference.registry import ServedModel
+from service.inference.statistics import GraphStats
 from service.inference.work_queue import Work
 from service.inputs.grids import GridBody
 from service.offload import decode_uploads, off_loop, pngs_of_pixels
@@ -42,6 +43,8 @@ class RunScope(Protocol):
     def running(self, work: Work) -> AbstractAsyncContextManager[None]: ...
 
     async def within(self, work: Awaitable[T], watch: bool = True) -> T: ...
+
+    def count_in(self, stats: GraphStats, items: int) -> None: ...
 
 
 Loader = Callable[[int, int], Awaitable[np.ndarray]]  # (start, stop) -> uint8 (stop - start, H, W, C)
@@ -123,6 +126,7 @@ class Encoded:
 
 async def run_encode_request(model: ServedModel, plan: RunPlan, uploads: list[ImageUpload], resize: Resize,
                              scope: RunScope, settings: Settings) -> Encoded:
+    scope.count_in(model.stats["encode"], plan.count)
     async with scope.running(plan.work(settings)):
         work = run_encode(model, plan, upload_loader(model.manifest, uploads, resize, plan.size, settings.max_pixels))
         codes = await scope.within(work, plan.pixels > WATCH_PIXELS)  # (N, h, w)
@@ -142,6 +146,7 @@ async def run_encode_request(model: ServedModel, plan: RunPlan, uploads: list[Im
 async def run_decode_request(model: ServedModel, plan: RunPlan, body: GridBody, scope: RunScope,
                              settings: Settings) -> list[bytes]:
     """A decode request's grids (a stream is decoded now, under the deadline) -> one PNG per grid."""
+    scope.count_in(model.stats["decode"], plan.count)
     async def work() -> list[bytes]:
         decoded = await run_decode(model, await body.grids(), plan)  # grids: (N, h, w) int64
         assert decoded.pngs is not None
@@ -154,6 +159,7 @@ async def run_decode_request(model: ServedModel, plan: RunPlan, body: GridBody, 
 async def run_sample_request(model: ServedModel, plan: SamplePlan, scope: RunScope,
                              settings: Settings) -> tuple[np.ndarray, list[bytes]]:
     """Grids drawn from the prior (in a thread: a walk through its positions), then decoded."""
+    scope.count_in(model.stats["decode"], plan.count)  # the decoder's work; the prior's walk is no v2 model
     prior = model.runtime.prior
     assert prior is not None  # plan_sample refused a model without one
 

@@ -35,6 +35,8 @@ def test_the_predictor_speaks_v2_on_its_port_with_v2_probes_and_the_deployments_
     env = {e["name"]: e["value"] for e in container["env"]}
     port = container["ports"][0]["containerPort"]
     assert env["PROTOCOL"] == "v2" and env["VQVAE_PORT"] == str(port) == "8080" and env["VQVAE_HOST"] == "0.0.0.0"
+    # Knative routes one port per container (http1 here); gRPC listens beside it, on KServe's gRPC port.
+    assert [p["name"] for p in container["ports"]] == ["http1"] and env["VQVAE_GRPC_PORT"] == "8081"
     paths = set(create_app(Settings()).openapi()["paths"])
     for probe, path in (("readinessProbe", "/v2/health/ready"), ("livenessProbe", "/v2/health/live"),
                         ("startupProbe", "/v2/health/live")):

@@ -64,7 +64,8 @@ def test_probes_hit_real_routes_on_the_container_port() -> None:
     container = by_kind("Deployment")["spec"]["template"]["spec"]["containers"][0]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     env = {e["name"]: e["value"] for e in container["env"]}
-    assert ports == {"http": int(env["VQVAE_PORT"])} == {"http": 8000}
+    assert ports == {"http": int(env["VQVAE_PORT"]), "grpc": int(env["VQVAE_GRPC_PORT"])}
+    assert ports == {"http": 8000, "grpc": 8001}
     probes = {kind: container[kind]["httpGet"] for kind in ("startupProbe", "readinessProbe", "livenessProbe")}
     assert probes["readinessProbe"]["path"] == "/readyz" and probes["livenessProbe"]["path"] == "/livez"
     routes = app_paths()
@@ -96,7 +97,8 @@ def test_service_hpa_and_pdb_point_at_the_deployment() -> None:
     assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert service["spec"]["selector"].items() <= labels.items()
     assert by_kind("PodDisruptionBudget")["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    assert [(p["name"], p["targetPort"]) for p in service["spec"]["ports"]] == [("http", "http"), ("grpc", "grpc")]
+    assert service["spec"]["ports"][1]["appProtocol"] == "kubernetes.io/h2c"  # gRPC is HTTP/2 without TLS
     target = by_kind("HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
     assert by_kind("HorizontalPodAutoscaler")["spec"]["minReplicas"] >= 2  # the PDB can always be met
@@ -110,6 +112,9 @@ def test_compose_file_matches_the_service() -> None:
         assert service["healthcheck"]["test"] == ["CMD", "python", "-m", "service.healthcheck"]
         assert service["restart"] == "unless-stopped"
     assert cpu["ports"][0].endswith(":8000") and cpu["deploy"]["resources"]["limits"]
+    assert cpu["ports"][1].endswith(":8001") and cpu["environment"]["VQVAE_GRPC_PORT"] == "8001"
+    published = [p.split(":")[0] for s in (cpu, gpu) for p in s["ports"]]
+    assert len(published) == len(set(published)), published  # both profiles up at once: no port taken twice
     assert "profiles" not in cpu and gpu["profiles"] == ["gpu"]
     assert gpu["environment"]["VQVAE_PROVIDERS"] == "cuda"  # missing GPU -> not ready, never a silent fallback
     assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
@@ -121,6 +126,7 @@ def test_dockerfile_essentials() -> None:
     stages = re.findall(r"^FROM (\S+)", text, flags=re.M)
     assert stages and all(s == "debian:bookworm-slim" for s in stages) and len(stages) >= 2
     assert re.search(r"^USER 10001", text, flags=re.M)
+    assert re.search(r"^EXPOSE 8000 8001$", text, flags=re.M) and "VQVAE_GRPC_PORT=8001" in text
     assert re.search(r'^CMD \["python", "-m", "service"\]', text, flags=re.M)  # exec form: SIGTERM reaches python
     assert 'HEALTHCHECK' in text and "service.healthcheck" in text and "curl" not in text
     instructions = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))

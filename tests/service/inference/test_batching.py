@@ -29,6 +29,9 @@ class Recorder:
     def batch_ran(self, size: int, queue_waits: list[float]) -> None:
         self.sizes.append(size)
 
+    def batch_finished(self, jobs: int, size: int, phases_ns: tuple[int, int, int]) -> None:
+        pass
+
     def rejected(self) -> None:
         self.rejections += 1
 

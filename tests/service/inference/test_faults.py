@@ -32,8 +32,12 @@ FAULTS: dict[str, tuple[Callable[[Path], None], str]] = {
     "manifest-not-json": (lambda m: (m / "model.json").write_text("{ nope"), "model.json is not valid JSON"),
     "manifest-wrong-shape": (lambda m: rewrite_manifest(m, lambda d: d["grid"].update(height=8, width=8)),
                              "metadata disagrees with model.json"),
-    "manifest-wrong-codebook": (lambda m: rewrite_manifest(m, lambda d: d.update(codebook_size=1024)),
+    # Both places model.json states K, so that only the ONNX metadata disagrees.
+    "manifest-wrong-codebook": (lambda m: rewrite_manifest(m, lambda d: (d.update(codebook_size=1024),
+                                                                         d["quantizer"].update(codebook_size=1024))),
                                 "metadata disagrees with model.json"),
+    "manifest-codebook-twice": (lambda m: rewrite_manifest(m, lambda d: d.update(codebook_size=1024)),
+                                "quantizer.codebook_size 512 differs from codebook_size 1024"),
     "manifest-missing-field": (lambda m: rewrite_manifest(m, lambda d: d.pop("files")), "does not match the contract"),
     "corrupted-entropy-model": (lambda m: corrupt(m / "entropy.npz"), "entropy.npz has sha256"),
     "corrupted-prior": (lambda m: corrupt(m / "prior.onnx"), "prior.onnx has sha256"),

@@ -93,7 +93,18 @@ def parse_grpc_infer_request(request: pb.ModelInferRequest, max_inputs: int = 8)
             raise InvalidTensor(f"input {tensor.name!r} is sent twice")
         tensors[tensor.name] = tensor
     outputs = {o.name: True for o in request.outputs} if request.outputs else None  # none named: all
-    return InferRequest(request.id or None, tensors, outputs, binary_output=True)
+    return InferRequest(request.id or None, tensors, outputs, binary_output=True,
+                        stages=_stages(request.parameters))
+
+
+def _stages(parameters: Any) -> int | None:
+    """The request parameter `stages` (residual models), an int64_param ≥ 1; None when not given."""
+    if "stages" not in parameters:
+        return None
+    value = parameters["stages"]
+    if value.WhichOneof("parameter_choice") != "int64_param" or value.int64_param < 1:
+        raise InvalidTensor(f"parameter 'stages' must be an int64_param ≥ 1, not {str(value).strip()[:40]!r}")
+    return int(value.int64_param)
 
 
 def grpc_infer_response(model: str, version: str, request_id: str | None,

@@ -1,6 +1,10 @@
 """Rate–distortion on Kodak: a colour model against JPEG, WebP and AVIF, all 24 photos at full size.
 
     python -m bench.kodak --model models/tiny-imagenet        # prints the table; used by compression_report
+    python -m bench.kodak --model models/tiny-imagenet-rvq --plot docs/kodak-rvq.png   # every k = 1..4
+
+A residual model is measured at every number of stages k (the first k of its S stages' codes),
+each k a point of its rate-distortion curve, with the targets of each k checked.
 
 Ours, per image: the raw fixed-length code (ceil(log2 K) bits per 4×4 block: 0.5625 bpp for K = 512),
 and the packed and entropy-coded streams as files (header and checksum included); PSNR over RGB of
@@ -63,20 +67,44 @@ def baseline(photo: np.ndarray, fmt: str, q: int) -> tuple[float, float, float]:
 
 
 def ours(runtime: ModelRuntime, photos: list[np.ndarray]) -> list[KodakPoint]:
+    """Raw code, packed and entropy stream per photo; a residual model's at every k = 1..S stages."""
     m = runtime.manifest
-    rows: dict[str, list[tuple[float, float, float]]] = {"raw code": [], "packed stream": [], "entropy stream": []}
+    stage_counts: list[int | None] = list(range(1, m.quantizer.stages + 1)) if m.quantizer.stages > 1 else [None]
+    rows: dict[str, list[tuple[float, float, float]]] = {}
     for photo in photos:
         pixels = photo.shape[0] * photo.shape[1]
-        codes = runtime.encode(photo.transpose(2, 0, 1)[None].astype(np.float32) / np.float32(255))  # (1, h, w)
-        decoded = to_uint8(runtime.decode(codes))[0]  # (H, W, 3)
-        psnr, structure = quality(photo, decoded)
-        raw_bits = codes.size * math.ceil(math.log2(m.codebook_size))
-        packed = encode_stream(codes, Kind.PACKED, m, runtime.entropy)
-        entropy = encode_stream(codes, Kind.ENTROPY, m, runtime.entropy)
-        for name, bits in (("raw code", raw_bits), ("packed stream", len(packed) * 8),
-                           ("entropy stream", len(entropy) * 8)):
-            rows[name].append((bits / pixels, psnr, structure))
+        every = runtime.encode(photo.transpose(2, 0, 1)[None].astype(np.float32) / np.float32(255))
+        for k in stage_counts:  # every: (1, h, w), or (1, S, h, w) whose first k stages are kept
+            codes = every if k is None else every[:, :k]
+            decoded = to_uint8(runtime.decode(codes))[0]  # (H, W, 3)
+            psnr, structure = quality(photo, decoded)
+            raw_bits = codes.size * math.ceil(math.log2(m.codebook_size))
+            packed = encode_stream(codes, Kind.PACKED, m, runtime.entropy)
+            entropy = encode_stream(codes, Kind.ENTROPY, m, runtime.entropy)
+            prefix = "" if k is None else f"k={k} "
+            for name, bits in (("raw code", raw_bits), ("packed stream", len(packed) * 8),
+                               ("entropy stream", len(entropy) * 8)):
+                rows.setdefault(prefix + name, []).append((bits / pixels, psnr, structure))
     return [KodakPoint("ours", name, *np.mean(values, axis=0)) for name, values in rows.items()]
+
+
+# The residual model's targets (issue 24): mean Kodak PSNR at k = 1..4 stages.
+STAGE_TARGETS_DB = {1: 27.5, 2: 30.8, 3: 32.3, 4: 33.0}
+
+
+def stage_verdicts(points: list[KodakPoint], measured: dict[str, list[list[tuple[float, float, float]]]]) -> str:
+    """Each k's PSNR against its target, and the entropy-coded points against JPEG at their bpp."""
+    lines = []
+    for p in points:
+        k = int(p.setting.split()[0][2:]) if p.setting.startswith("k=") else None
+        if k in STAGE_TARGETS_DB and p.setting.endswith("raw code"):
+            target = STAGE_TARGETS_DB[k]
+            lines.append(f"k = {k}: {p.psnr:.2f} dB, target ≥ {target}: {'met' if p.psnr >= target else 'NOT met'}")
+        if k is not None and p.setting.endswith("entropy stream"):
+            jpeg = baselines_at(measured, p.bpp)["JPEG"]
+            lines.append(f"k = {k} entropy-coded: {p.psnr:.2f} dB at {p.bpp:.4f} bpp, JPEG there "
+                         + (f"{jpeg:.2f} dB: {'above' if p.psnr > jpeg else 'NOT above'}" if jpeg else "–"))
+    return "\n".join(lines)
 
 
 def sweeps(photos: list[np.ndarray]) -> dict[str, list[list[tuple[float, float, float]]]]:
@@ -122,7 +150,7 @@ def plot(points: list[KodakPoint], sweep: list[KodakPoint], path: Path) -> None:
     for name, (low, high) in ANCHORS.items():
         ax.plot([0.25, 0.5], [low, high], "x:", markersize=7, label=f"{name} (published)")
     for p in points:
-        ax.plot(p.bpp, p.psnr, "*", markersize=13, label=f"ours: {p.setting}")
+        ax.plot(p.bpp, p.psnr, "*", markersize=13 if len(points) <= 3 else 8, label=f"ours: {p.setting}")
     ax.set_xlim(0, 1.5)
     ax.set_xlabel("bits per pixel (mean over the 24 photos)")
     ax.set_ylabel("PSNR over RGB (dB, mean over the photos)")
@@ -184,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "tiny-imagenet")
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--plot", type=Path, help="also draw the curves to this PNG")
     args = parser.parse_args(argv)
     photos = kodak_photos(args.data_dir)
     points = ours(load_model(args.model, "cpu", threads=0, warmup_runs=1), photos)
@@ -193,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
         at = baselines_at(measured, p.bpp)
         cells = [f"{v:.2f}" if v is not None else "–" for v in (at["JPEG"], at["WEBP"], at["AVIF"])]
         print(f"| {p.setting} | {p.bpp:.4f} | {p.psnr:.2f} | {p.ssim:.4f} | {' | '.join(cells)} |")
+    verdicts = stage_verdicts(points, measured)
+    if verdicts:
+        print("\n" + verdicts)
+    if args.plot:
+        plot(points, sweep_points(measured), args.plot)
     return 0
 
 

@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 
 from runtime import InvalidParameter
-from service.errors import UnsupportedMediaType
+from service.errors import InvalidJSON, UnsupportedMediaType
 from service.inputs.bodies import ReadScope, media_type, parse_json
 
 
@@ -48,4 +48,7 @@ async def read_sample_request(request: Request, scope: ReadScope) -> SampleReque
     async with scope.reading():
         body = await request.body()
     # NaN and infinities are let through the JSON parser here, so that validation names their field.
-    return validated(parse_json(body, constants=True) if body.strip() else {})
+    payload = parse_json(body, constants=True) if body.strip() else {}
+    if not isinstance(payload, dict):  # the body is one JSON object, as for every JSON route here
+        raise InvalidJSON(f"the body is a JSON {type(payload).__name__}; send a JSON object such as {{\"count\": 4}}")
+    return validated(payload)

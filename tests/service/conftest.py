@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import numpy as np
@@ -17,6 +18,8 @@ import pytest
 from PIL import Image
 
 from harness.server import SHIPPED_MODELS, ServerProcess, service_process
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
 StartServer = Callable[..., ServerProcess]
@@ -86,13 +89,12 @@ def image_bytes(pixels: np.ndarray | Image.Image, fmt: str, **save: object) -> b
     return buffer.getvalue()
 
 
-def stalled_while(server: ServerProcess, send: Callable[[], httpx.Response], after_s: float = 0.3,
-                  stop_s: float = 4.0) -> httpx.Response:
+def stalled_while(server: ServerProcess, send: Callable[[], T], after_s: float = 0.3, stop_s: float = 4.0) -> T:
     """`send()` in a thread; `after_s` into it the server is stopped (SIGSTOP: a starved CPU, a
     paused VM) for `stop_s`, then continued -> send's response. Work under way when the server stops
     overruns any deadline shorter than the pause: the real way to reach a 504 now that a request's
     deadline grows with its expected work."""
-    result: list[httpx.Response] = []
+    result: list[T] = []
     sender = threading.Thread(target=lambda: result.append(send()))
     sender.start()
     time.sleep(after_s)
@@ -102,7 +104,7 @@ def stalled_while(server: ServerProcess, send: Callable[[], httpx.Response], aft
     finally:
         os.kill(server.pid, signal.SIGCONT)
     sender.join(120)
-    assert result, "no response"
+    assert result, "no answer"
     return result[0]
 
 

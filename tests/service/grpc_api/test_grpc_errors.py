@@ -16,7 +16,7 @@ from tritonclient.utils import InferenceServerException
 from harness.server import ServerProcess
 from service.api.error_mapping import GRPC_STATUS, HTTP_STATUS
 from service.errors import ModelLoadRejected
-from tests.service.conftest import StartServer, png_bytes
+from tests.service.conftest import StartServer, png_bytes, stalled_while
 from tests.service.grpc_api.test_grpc_inference import codes_input, images_input
 
 Code = grpc.StatusCode
@@ -164,16 +164,28 @@ def test_not_ready_is_unavailable_and_the_api_key_is_required(start_server: Star
 
 
 def test_deadlines_are_deadline_exceeded(start_server: StartServer, digits: np.ndarray) -> None:
-    server = start_server(request_timeout_s=0.001, timeout_s_per_mpx=0)  # the server's own deadline: 1 ms
+    """Work that started and overran (a 1024×1024 encode, then the server stalls 4 s) is DEADLINE_EXCEEDED,
+    as is a client's own deadline carried by gRPC."""
+    server = start_server(request_timeout_s=0.2, timeout_s_per_mpx=0)
     server.wait("/readyz")
+    noise = np.random.default_rng(0).integers(0, 256, (1, 1024, 1024, 3), dtype=np.uint8)
+    pixels = triton.InferInput("pixels", list(noise.shape), "UINT8")
+    pixels.set_data_from_numpy(noise)
     grids = np.arange(256 * 49).reshape(256, 7, 7) % 512
     with triton.InferenceServerClient(server.grpc_target) as c:
-        with pytest.raises(InferenceServerException) as caught:
-            c.infer("mnist-decode", [codes_input(grids)])
-        assert caught.value.status() == str(Code.DEADLINE_EXCEEDED) and "did not finish within" in str(caught.value)
+        def send() -> InferenceServerException | None:
+            try:
+                c.infer("tiny-imagenet-encode", [pixels])
+            except InferenceServerException as exc:
+                return exc
+            return None
+
+        overran = stalled_while(server, send)
+        assert overran is not None and overran.status() == str(Code.DEADLINE_EXCEEDED), overran
+        assert "deadline" in str(overran)
         with pytest.raises(InferenceServerException) as caught:  # the client's deadline, carried by gRPC
             c.infer("mnist-decode", [codes_input(grids)], client_timeout=0.0005)
         assert caught.value.status() == str(Code.DEADLINE_EXCEEDED)
-        stats = c.get_inference_statistics("mnist-decode", as_json=True)["model_stats"][0]["inference_stats"]
+        stats = c.get_inference_statistics("tiny-imagenet-encode", as_json=True)["model_stats"][0]["inference_stats"]
         assert int(stats["fail"].get("count", 0)) >= 1 and int(stats["success"].get("count", 0)) == 0, stats
         assert c.is_server_ready()  # nothing broke

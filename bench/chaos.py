@@ -77,6 +77,18 @@ def in_flight_of(pid: int) -> float:
     return 0.0
 
 
+def served_by(pid: int) -> dict[str, float]:
+    """A worker's own vqvae_requests_total by status (POSTs only: the load, not the probes), from its
+    counter file, which outlives it."""
+    path = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]) / f"counter_{pid}.db"
+    served: dict[str, float] = {}
+    for key, value, *_ in MmapedDict.read_all_values_from_file(str(path)):
+        _, name, labels, _ = json.loads(key)
+        if name == "vqvae_requests_total" and labels.get("method") == "POST":
+            served[labels["status"]] = served.get(labels["status"], 0) + value
+    return served
+
+
 async def drive(url: str, mix: list[dict[str, Any]], concurrency: int, seconds: float, run: Run) -> None:
     """A closed loop of the mix on fresh connections, and a /readyz probe every 50 ms, for `seconds`."""
     stop = time.monotonic() + seconds
@@ -150,7 +162,9 @@ def run_kill(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
         timer.join()
         killed = result.pop("killed_at")
         scrape = Scrape.of(server.url)
+        per_worker = {pid: served_by(pid) for pid in (victim, *server.worker_pids())}
         return {"victim": victim, "replacement": found, **result, **lost_and_kept(run, killed),
+                "served_per_worker": per_worker,
                 "metrics_after": {"requests_in_flight": scrape.value("vqvae_requests_in_flight"),
                                   "encode_and_decode_200": scrape.value("vqvae_requests_total", status="200",
                                                                         method="POST")},

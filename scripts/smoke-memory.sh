@@ -2,15 +2,19 @@
 # Memory bombs against the serving image under a hard 1 GB limit with two workers, as the compose
 # service runs it: every request (large photos, the issue's bombs: eight black 2000×2000 PNGs in
 # 32 KB, large grids as streams and JSON) is answered 200 or 4xx, the kernel records no OOM kill,
-# and the service is ready afterwards. Needs Docker, the image built by smoke-compose.sh (or builds
-# it), ../shared/data and the project's .venv (bash scripts/test.sh makes it).
+# and the service is ready afterwards. Then issue 27's two cases (bench/pressure.py): a dozen
+# sockets that declare 8 MiB and send one byte while small requests are served (200) and are
+# answered 408 at the body deadline, and eight concurrent /decode of one 2000×2000 entropy stream:
+# 200 or 429 with Retry-After, never 5xx. Needs Docker, the image built by smoke-compose.sh (or
+# builds it), ../shared/data and the project's .venv (bash scripts/test.sh makes it).
 #   bash scripts/smoke-memory.sh
+#   VQVAE_IMAGE=vqvae-codec:mine bash scripts/smoke-memory.sh   # another tag
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name="vqvae-memory-$$"
 port=${VQVAE_MEMORY_PORT:-18081}
 python=${PYTHON:-.venv/bin/python}
-image=vqvae-codec:latest
+image=${VQVAE_IMAGE:-vqvae-codec:latest}
 cleanup() { docker rm -f "$name" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 
@@ -22,6 +26,7 @@ docker run --detach --name "$name" --memory 1g --memory-swap 1g --read-only --tm
 
 status=0
 "$python" -m bench.memory --url "http://127.0.0.1:${port}" --check || status=1
+"$python" -m bench.pressure --url "http://127.0.0.1:${port}" --decodes 8 --sockets 12 || status=1
 
 oom_killed=$(docker inspect --format '{{.State.OOMKilled}}' "$name")
 # cgroup v2: memory.events; v1: memory.oom_control. Either has an "oom_kill N" line (kernel >= 4.13).

@@ -71,7 +71,7 @@ def wait_for_workers(server: ServerProcess, count: int, timeout: float = 300) ->
 def in_flight_of(pid: int) -> float:
     """A worker's own vqvae_requests_in_flight, from its multiprocess metrics file."""
     path = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]) / f"gauge_livesum_{pid}.db"
-    for key, value, *_ in MmapedDict.read_all_values_from_file(str(path)):
+    for key, value, *_ in MmapedDict.read_all_values_from_file(str(path)):  # type: ignore[no-untyped-call]
         if json.loads(key)[0] == "vqvae_requests_in_flight":
             return float(value)
     return 0.0
@@ -82,7 +82,7 @@ def served_by(pid: int) -> dict[str, float]:
     counter file, which outlives it."""
     path = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]) / f"counter_{pid}.db"
     served: dict[str, float] = {}
-    for key, value, *_ in MmapedDict.read_all_values_from_file(str(path)):
+    for key, value, *_ in MmapedDict.read_all_values_from_file(str(path)):  # type: ignore[no-untyped-call]
         _, name, labels, _ = json.loads(key)
         if name == "vqvae_requests_total" and labels.get("method") == "POST":
             served[labels["status"]] = served.get(labels["status"], 0) + value
@@ -148,7 +148,7 @@ def run_kill(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
     with service_process(logs, workers=2) as server:
         wait_for_workers(server, 2)
         victim = server.worker_pids()[0]
-        run, found, result = Run(), {}, {}
+        run, found, result = Run(), dict[str, Any](), dict[str, Any]()
 
         def kill() -> None:
             result["victim_in_flight_gauge"] = in_flight_of(victim)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import statistics
 import sys
@@ -45,6 +44,7 @@ from bench.prior_judge import (
     train_judge,
 )
 from contract.guided_sampling import Sampling
+from contract.manifest import MANIFEST_NAME, Manifest, SamplingSpec, load_manifest
 from datasources.idx_files import load_split
 from harness.server import service_process
 from runtime.images import to_uint8
@@ -130,15 +130,19 @@ def save_grid(rows: list[np.ndarray], path: Path) -> None:
 
 
 def write_defaults(dataset: str, chosen: Score, command: str) -> None:
-    path = ROOT / "models" / dataset / "model.json"
-    manifest = json.loads(path.read_text())
-    rule = asdict(chosen.rule)
-    manifest["prior"]["sampling"] = {**rule, "chosen_by": f"{command}: {chosen.recognised:.1%} recognised, "
-                                     f"{chosen.distinct:.1%} distinct, spread {chosen.spread:.2f}, "
-                                     f"Fréchet {chosen.frechet:.2f}"}
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    """model.json's prior.sampling, validated by the contract and written as export.prior writes the
+    manifest (so nothing else in the file changes)."""
+    model_dir = ROOT / "models" / dataset
+    manifest = load_manifest(model_dir)
+    assert manifest.prior is not None
+    sampling = SamplingSpec(**asdict(chosen.rule), chosen_by=(
+        f"{command}: {chosen.recognised:.1%} recognised, {chosen.distinct:.1%} distinct, "
+        f"spread {chosen.spread:.2f}, Fréchet {chosen.frechet:.2f}"))
+    manifest = manifest.model_copy(update={"prior": manifest.prior.model_copy(update={"sampling": sampling})})
+    Manifest.model_validate(manifest.model_dump())  # still the contract (model_copy does not validate)
+    tmp = model_dir / f".{MANIFEST_NAME}.tmp"
+    tmp.write_text(manifest.model_dump_json(indent=2) + "\n")
+    os.replace(tmp, model_dir / MANIFEST_NAME)
 
 
 def speed(runtime: ModelRuntime, dataset: str, rule: Sampling, runs: int = 5) -> tuple[float, float]:

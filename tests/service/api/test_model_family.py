@@ -13,9 +13,12 @@ import httpx
 import numpy as np
 import pytest
 import torch
+import tritonclient.grpc as triton
 from PIL import Image
+from tritonclient.utils import InferenceServerException
 
 from contract.manifest import load_manifest
+from harness.server import ServerProcess
 from runtime.model_runtime import SHIPPED_MODELS
 from tests.conftest import shared_data_dir
 from training.checkpoint import load_checkpoint, model_from_checkpoint
@@ -143,3 +146,20 @@ def test_v2_tensors_have_a_stage_axis_and_take_the_stages_parameter(client: http
     assert meta["inputs"][0]["shape"] == [-1, -1, -1, -1]
     bad = client.post(f"/v2/models/{RVQ}-encode/infer", json={**request, "parameters": {"stages": 9}})
     assert bad.status_code == 422 and "stages" in bad.json()["error"]
+
+
+def test_grpc_takes_the_stages_parameter_too(server: ServerProcess) -> None:
+    pixels = np.asarray(Image.open(io.BytesIO(kodak_crop(64, 64))))[None]  # (1, 64, 64, 3)
+    tensor = triton.InferInput("pixels", list(pixels.shape), "UINT8")
+    tensor.set_data_from_numpy(pixels)
+    with triton.InferenceServerClient(server.grpc_target) as c:
+        codes = c.infer(f"{RVQ}-encode", [tensor], parameters={"stages": 3}).as_numpy("codes")
+        assert codes.shape == (1, 3, 16, 16)
+        every = c.infer(f"{RVQ}-encode", [tensor]).as_numpy("codes")  # (1, 4, 16, 16): all stages by default
+        assert every.shape == (1, 4, 16, 16) and np.array_equal(every[:, :3], codes)
+        with pytest.raises(InferenceServerException) as caught:
+            c.infer(f"{RVQ}-encode", [tensor], parameters={"stages": 5})
+        assert caught.value.status() == "StatusCode.INVALID_ARGUMENT" and "stages" in str(caught.value)
+        with pytest.raises(InferenceServerException) as caught:
+            c.infer(f"{RVQ}-encode", [tensor], parameters={"stages": "two"})
+        assert caught.value.status() == "StatusCode.INVALID_ARGUMENT" and "stages" in str(caught.value)

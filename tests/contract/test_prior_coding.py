@@ -40,7 +40,7 @@ def header(codes: np.ndarray) -> Header:
     return Header(Kind.PRIOR, "mnist", "2.1.0", 512, h, w, n)
 
 
-@pytest.mark.parametrize("count", [1, CHUNK_GRIDS, CHUNK_GRIDS + 1, 1000])
+@pytest.mark.parametrize("count", [1, CHUNK_GRIDS, CHUNK_GRIDS + 1, pytest.param(1000, marks=pytest.mark.slow)])
 def test_prior_streams_are_lossless_across_chunks(mnist: ModelRuntime, test_codes: np.ndarray, count: int) -> None:
     codes = test_codes[:count]
     stream = encode_stream(codes, Kind.PRIOR, mnist.manifest, mnist.entropy, coder_of(mnist))

@@ -111,6 +111,7 @@ def test_prior_streams_round_trip_over_http(client: httpx.Client, digits: np.nda
     assert "7×7 grids only" in big.json()["error"]["message"]
 
 
+@pytest.mark.slow
 def test_sampling_keeps_to_the_memory_budget_and_the_deadline(start_server) -> None:  # type: ignore[no-untyped-def]
     tight = start_server(memory_budget_mb=16)  # 10.7 MiB for requests: 64 grids' walk alone needs 12.8 MB
     tight.wait()

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import httpx
 import numpy as np
+import pytest
 
 from harness.multipart import image_parts, multipart_body
 from tests.service.conftest import png_bytes
@@ -65,6 +66,7 @@ class Load:
                 time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_requests_in_flight_during_sigterm_all_succeed(start_server, digits: np.ndarray) -> None:  # type: ignore[no-untyped-def]
     drain = 2.0
     server = start_server(drain_seconds=drain)

@@ -132,6 +132,7 @@ def test_settings_refuse_explicit_control_with_workers_and_a_shared_port() -> No
     assert Settings(model_control="explicit").workers == 1 and Settings(port=9000, grpc_port=0).grpc_port == 0
 
 
+@pytest.mark.slow
 def test_a_reload_under_load_loses_nothing(start_server: StartServer, models_copy: Path, digits: np.ndarray) -> None:
     """gRPC and HTTP clients send without pause while the model is reloaded four times, between two
     versions: every request succeeds, and answers come from both versions."""

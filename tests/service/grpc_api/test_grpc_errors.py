@@ -163,6 +163,7 @@ def test_not_ready_is_unavailable_and_the_api_key_is_required(start_server: Star
         assert c.get_server_metadata(headers=key).name == "vqvae-codec"
 
 
+@pytest.mark.slow
 def test_deadlines_are_deadline_exceeded(start_server: StartServer, digits: np.ndarray) -> None:
     """Work that started and overran (a 1024×1024 encode, then the server stalls 4 s) is DEADLINE_EXCEEDED,
     as is a client's own deadline carried by gRPC."""

@@ -52,6 +52,7 @@ class Calls:
                     time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_grpc_calls_in_flight_and_during_the_drain_succeed(start_server: StartServer, digits: np.ndarray) -> None:
     drain = 2.0
     server = start_server(drain_seconds=drain)

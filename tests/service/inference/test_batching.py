@@ -184,6 +184,7 @@ def flood(url: str, files: list, n: int) -> list[httpx.Response]:  # type: ignor
     return responses
 
 
+@pytest.mark.slow
 def test_queue_full_gives_429_with_retry_after_and_liveness_still_answers(start_server, digits) -> None:  # type: ignore[no-untyped-def]
     server = start_server(queue_max_items=128, batch_max=64)
     server.wait("/readyz")
@@ -210,6 +211,7 @@ def test_queue_full_gives_429_with_retry_after_and_liveness_still_answers(start_
     assert len(probe_times) >= 2 and sum(probe_times[:-1]) < flood_s, (probe_times, flood_s)
 
 
+@pytest.mark.slow
 def test_work_that_overruns_its_deadline_gives_504(start_server) -> None:  # type: ignore[no-untyped-def]
     """A 1024×1024 encode (about 1.2 s expected: a deadline of 0.2 s + twice that) started, then the
     server stalls for 4 s: the work overran, 504, and the server is ready afterwards."""
@@ -266,6 +268,7 @@ def test_a_cancelled_split_request_cancels_all_its_parts(runtime: ModelRuntime, 
     assert recorder.sizes in ([8, 1], [1]), recorder.sizes
 
 
+@pytest.mark.slow
 def test_work_for_clients_that_left_is_skipped(start_server, digits) -> None:  # type: ignore[no-untyped-def]
     server = start_server(batching="off")
     server.wait("/readyz")

@@ -237,6 +237,7 @@ def test_large_requests_work_and_stay_inside_the_budget(bounded: ServerProcess, 
     assert peak - baseline <= BUDGET_MB * 1.1, f"{name}: peak {peak:.0f} MiB from a baseline of {baseline:.0f} MiB"
 
 
+@pytest.mark.slow
 def test_what_cannot_fit_even_split_is_413_and_the_worker_lives_on(start_server: StartServer) -> None:
     server = start_server(memory_budget_mb=32)
     server.wait("/readyz")

@@ -149,9 +149,17 @@ def plot(points: list[KodakPoint], sweep: list[KodakPoint], path: Path) -> None:
                 label=f"{fmt.replace('WEBP', 'WebP')} (Pillow)")
     for name, (low, high) in ANCHORS.items():
         ax.plot([0.25, 0.5], [low, high], "x:", markersize=7, label=f"{name} (published)")
+    curves: dict[str, list[KodakPoint]] = {}  # a residual model's k = 1..S points of one kind, as one curve
     for p in points:
-        ax.plot(p.bpp, p.psnr, "*", markersize=13 if len(points) <= 3 else 8, label=f"ours: {p.setting}")
-    ax.set_xlim(0, 1.5)
+        curves.setdefault(p.setting.split(" ", 1)[1] if p.setting.startswith("k=") else p.setting, []).append(p)
+    for name, curve in curves.items():
+        if len(curve) > 1 and name == "packed stream":
+            continue  # on top of the raw code, a header's bytes to the right
+        ax.plot([p.bpp for p in curve], [p.psnr for p in curve], "*-" if len(curve) > 1 else "*", markersize=11,
+                label=f"ours: {name}" + (f", k = 1..{len(curve)} stages" if len(curve) > 1 else ""))
+        for p in curve if len(curve) > 1 else []:
+            ax.annotate(p.setting.split()[0], (p.bpp, p.psnr), textcoords="offset points", xytext=(4, -12), fontsize=7)
+    ax.set_xlim(0, max(1.5, max(p.bpp for p in points) + 0.1))
     ax.set_xlabel("bits per pixel (mean over the 24 photos)")
     ax.set_ylabel("PSNR over RGB (dB, mean over the photos)")
     ax.set_title("Kodak, 24 photos at full size")

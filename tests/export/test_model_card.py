@@ -48,3 +48,12 @@ def test_training_record_matches_the_manifests() -> None:
         assert f"{training.seconds:.1f} s" in CARD
         assert training.steps == TrainConfig().max_steps and training.seed == 0  # the recipe's defaults
     assert re.search(r"\| training time on this machine \| \d+\.\d s \| \d+\.\d s \|", CARD)
+
+
+def test_the_model_family_entries_match_their_manifests() -> None:
+    """The residual model's per-stage validation PSNRs and training time, as its manifest records them."""
+    manifest = load_manifest(ROOT / "models" / "tiny-imagenet-rvq")
+    stages = manifest.metrics["stages"]
+    per_stage = " / ".join(f"{s['psnr_8bit_mean']:.2f}" for s in stages)
+    assert f"{per_stage} dB at k = 1..{len(stages)}" in CARD
+    assert manifest.training is not None and f"**{manifest.training.seconds:,.0f} s**" in CARD

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from datasources.dataset import Dataset
-from training.checkpoint import model_from_checkpoint
+from training.checkpoint import CheckpointError, model_from_checkpoint
 from training.model import VQVAE
 from training.run_data import labelled_crops, run_split
 
@@ -34,11 +34,13 @@ class PriorData:
     dataset: str  # the built-in set's name, or the source spec
     class_names: list[str]  # empty when the images have no labels
     channels: int
+    codebook_size: int  # K of the VQ-VAE's quantizer (fsq: the product of its levels)
+    downsample: int  # pixels per code along each side
 
 
 @torch.no_grad()
 def grids_of(vqvae: VQVAE, images: np.ndarray, batch: int = 250) -> torch.Tensor:
-    """uint8 (N, H, W) or (N, H, W, C) -> the VQ-VAE's codes (N, H/4, W/4) int64."""
+    """uint8 (N, H, W) or (N, H, W, C) -> the VQ-VAE's codes (N, H/f, W/f) int64 (f: its downsampling)."""
     parts = []
     for start in range(0, len(images), batch):
         x = torch.tensor(images[start : start + batch], dtype=torch.float32).div(255)  # (B, H, W[, C])
@@ -62,6 +64,9 @@ def prior_data(ckpt: dict[str, Any], data_dir: str | None, limits: tuple[int | N
     """The code grids of the VQ-VAE checkpoint's own training and test images (`limits`: the first N of
     each), centre-cropped to its native size, with their labels and the classes' names."""
     vqvae = model_from_checkpoint(ckpt)
+    if vqvae.quantizer.stages > 1:  # a grid per stage: the prior models one grid per image
+        raise CheckpointError(f"a prior models single-stage code grids; this VQ-VAE has {vqvae.quantizer.stages} "
+                              "residual stages")
     config, channels = ckpt["config"], vqvae.cfg.in_channels or 1
     size = int((ckpt.get("data") or {}).get("native_size") or config.get("crop") or 28)
     split = run_split(config, data_dir)
@@ -77,4 +82,5 @@ def prior_data(ckpt: dict[str, Any], data_dir: str | None, limits: tuple[int | N
         test = CodeSet(test.codes, torch.tensor(test_labels, dtype=torch.long))
     else:
         names = []
-    return PriorData(train, test, config["dataset"], names, channels)
+    return PriorData(train, test, config["dataset"], names, channels, vqvae.quantizer.codebook_size,
+                     vqvae.cfg.downsample)

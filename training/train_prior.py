@@ -164,9 +164,9 @@ def main(cfg: PriorTrainConfig) -> dict[str, Any]:
     data = prior_data(vq, cfg.data_dir, (cfg.train_images, cfg.test_images), cfg.conditional)
     train, test = data.train, data.test
     grid = tuple(train.codes.shape[1:])
-    cfg = replace(cfg, model=replace(cfg.model, codebook_size=vq["config"]["model"]["codebook_size"],
+    cfg = replace(cfg, model=replace(cfg.model, codebook_size=data.codebook_size,
                                      positions=grid[0] * grid[1], classes=len(data.class_names)))
-    pixels = grid[0] * grid[1] * 16 * data.channels  # each code is a 4×4 block of pixels
+    pixels = grid[0] * grid[1] * data.downsample**2 * data.channels  # each code is an f×f block of pixels
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     prior = build_prior(cfg.model)

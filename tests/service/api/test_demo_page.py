@@ -83,7 +83,7 @@ def most_visible_edit(base_url: str, flat_codes: list[int], position: int) -> in
 
 
 def test_upload_see_codes_edit_one_and_see_the_change(page: Page, digits: np.ndarray) -> None:
-    page.wait_for_function("document.querySelectorAll('#model option').length === 3")
+    page.wait_for_function("document.querySelectorAll('#model option').length === 5")
     assert page.input_value("#model") == "mnist"
     page.set_input_files("#file", files=[{"name": "seven.png", "mimeType": "image/png",
                                           "buffer": png_bytes(digits[0])}])
@@ -117,7 +117,7 @@ def test_upload_see_codes_edit_one_and_see_the_change(page: Page, digits: np.nda
 
 
 def test_switching_models_and_drawing(page: Page) -> None:
-    page.wait_for_function("document.querySelectorAll('#model option').length === 3")
+    page.wait_for_function("document.querySelectorAll('#model option').length === 5")
     canvas = page.locator("#draw").bounding_box()
     assert canvas is not None
     x, y = canvas["x"], canvas["y"]
@@ -133,7 +133,7 @@ def test_switching_models_and_drawing(page: Page) -> None:
 
 
 def test_the_colour_model_shows_a_colour_reconstruction_of_a_photo(page: Page) -> None:
-    page.wait_for_function("document.querySelectorAll('#model option').length === 3")
+    page.wait_for_function("document.querySelectorAll('#model option').length === 5")
     page.select_option("#model", "tiny-imagenet")
     page.wait_for_function("document.getElementById('model-info').textContent.startsWith('64×64')")
     photo = (shared_data_dir() / "kodak" / "kodim23.png").read_bytes()

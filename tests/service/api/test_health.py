@@ -21,7 +21,7 @@ def test_liveness_aliases(client: httpx.Client) -> None:
 def test_ready_lists_every_model_on_its_provider(client: httpx.Client) -> None:
     body = client.get("/readyz").json()
     assert body["status"] == "ready"
-    assert set(body["models"]) == {"mnist", "fashion-mnist", "tiny-imagenet"}
+    assert set(body["models"]) == {"mnist", "fashion-mnist", "tiny-imagenet", "tiny-imagenet-f8", "tiny-imagenet-rvq"}
     expected = {"state": "ready", "provider": "CPUExecutionProvider", "reason": ""}
     assert all(m == expected for m in body["models"].values())
 

@@ -45,7 +45,7 @@ def test_index_unload_load_new_versions_and_failures(start_server: StartServer, 
     server = explicit_server(start_server, models_copy)
     grpc = triton_grpc.InferenceServerClient(server.grpc_target)
     http = triton_http.InferenceServerClient(server.url.removeprefix("http://"))
-    assert index(grpc)["mnist-encode"] == ("2.1.0", "READY", "") and len(index(grpc)) == 6
+    assert index(grpc)["mnist-encode"] == ("2.1.0", "READY", "") and len(index(grpc)) == 10
     assert http.get_model_repository_index(headers=KEY) == [
         {"name": n, "version": v, "state": s, "reason": r} for n, (v, s, r) in index(grpc).items()]
 
@@ -58,7 +58,8 @@ def test_index_unload_load_new_versions_and_failures(start_server: StartServer, 
     assert "mnist-encode" not in {e["name"] for e in http.get_inference_statistics(headers=KEY)["model_stats"]}
     ready = httpx.post(server.url + "/v2/repository/index", json={"ready": True}, headers=KEY, timeout=10).json()
     assert [e["name"] for e in ready] == [
-        "fashion-mnist-encode", "fashion-mnist-decode", "tiny-imagenet-encode", "tiny-imagenet-decode"]
+        f"{name}-{op}" for name in ("fashion-mnist", "tiny-imagenet", "tiny-imagenet-f8", "tiny-imagenet-rvq")
+        for op in ("encode", "decode")]
 
     http.load_model("mnist-decode", headers=KEY)  # either v2 name loads the directory
     before = encode_one(grpc, digits[0]).as_numpy("codes")

@@ -53,7 +53,7 @@ def test_every_route_counts_in_the_statistics(start_server: StartServer, digits:
     http = triton_http.InferenceServerClient(server.url.removeprefix("http://"))
     grpc = triton_grpc.InferenceServerClient(server.grpc_target)
     zero = by_name(http.get_inference_statistics())
-    models = ("mnist", "fashion-mnist", "tiny-imagenet")
+    models = ("mnist", "fashion-mnist", "tiny-imagenet", "tiny-imagenet-f8", "tiny-imagenet-rvq")
     assert set(zero) == {f"{m}-{op}" for m in models for op in ("encode", "decode")}
     assert zero["mnist-encode"]["inference_count"] == 0 and zero["mnist-encode"]["batch_stats"] == []
     assert zero["mnist-encode"]["inference_stats"]["success"] == {"count": 0, "ns": 0}

@@ -11,7 +11,8 @@ from tests.service.conftest import SHIPPED_MODELS
 def test_models_list_and_detail_come_from_the_manifests(client: httpx.Client) -> None:
     listing = client.get("/v1/models").json()
     assert listing["default"] == "mnist"
-    assert [m["name"] for m in listing["models"]] == ["fashion-mnist", "mnist", "tiny-imagenet", "tiny-imagenet-f8", "tiny-imagenet-rvq"]
+    assert [m["name"] for m in listing["models"]] == ["fashion-mnist", "mnist", "tiny-imagenet", "tiny-imagenet-f8",
+                                                      "tiny-imagenet-rvq"]
     for name, channels, side in (("mnist", 1, 28), ("fashion-mnist", 1, 28), ("tiny-imagenet", 3, 64)):
         info = client.get(f"/v1/models/{name}").json()
         manifest = load_manifest(SHIPPED_MODELS / name)

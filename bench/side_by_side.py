@@ -43,9 +43,9 @@ def checkout(ref_or_path: str) -> Iterator[Path]:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(folder)], capture_output=True)
 
 
-def measure(root: Path, label: str, data_dir: str | None, concurrencies: tuple[int, ...],
+def measure(root: Path, models: Path, label: str, data_dir: str | None, concurrencies: tuple[int, ...],
             seconds: float) -> list[LoadRow]:
-    server = service_process(SERVER_LOGS, root=root, models_dir=ROOT / "models", log_level="warning")
+    server = service_process(SERVER_LOGS, root=root, models_dir=models, log_level="warning")
     with running(server, "/readyz") as live:
         return run_rows(label, live.url, workloads(data_dir), concurrencies, seconds)
 
@@ -79,7 +79,10 @@ def main(argv: list[str] | None = None) -> int:
             order = [("before", before), ("after", ROOT)] if n % 2 == 0 else [("after", ROOT), ("before", before)]
             for side, root in order:
                 print(f"round {n + 1}: {side} ({root})", flush=True)
-                rounds[side].append(measure(root, side, args.data_dir, concurrencies, args.seconds))
+                # Both serve the "before" checkout's models: files that version reads (newer kinds of
+                # model it could not), and that this one reads unchanged.
+                rounds[side].append(measure(root, before / "models", side, args.data_dir, concurrencies,
+                                            args.seconds))
     print(f"\nbefore: {args.before}; after: this checkout; median of {args.rounds} alternating rounds\n")
     print(table(rounds))
     return 0

@@ -208,7 +208,8 @@ async function showSamples() {
 
 async function loadSamples() {
   const image = new Image();
-  image.src = `/demo/samples-${state.model}.png`;
+  // Grey models have their data set's strip; every colour model here takes the Tiny ImageNet photos.
+  image.src = `/demo/samples-${state.info.input.channels === 3 ? "tiny-imagenet" : state.model}.png`;
   try { await image.decode(); } catch (_) { return null; }
   return image;
 }

@@ -201,3 +201,23 @@ def test_demo_can_be_turned_off(start_server) -> None:  # type: ignore[no-untype
     server.wait("/livez")
     assert httpx.get(server.url + "/").status_code == 404
     assert httpx.get(server.url + "/demo/app.js").status_code == 404
+
+
+def test_a_residual_model_encodes_with_fewer_stages_and_shows_each(page: Page) -> None:
+    page.wait_for_function("document.querySelectorAll('#model option').length === 5")
+    page.select_option("#model", "tiny-imagenet-rvq")
+    page.wait_for_function("!document.getElementById('stage-controls').hidden")
+    assert page.eval_on_selector_all("#stages option", "os => os.map(o => o.value)") == ["1", "2", "3", "4"]
+    assert page.input_value("#stages") == "4"  # every stage by default
+    photo = (shared_data_dir() / "kodak" / "kodim23.png").read_bytes()
+    page.set_input_files("#file", files=[{"name": "parrots.png", "mimeType": "image/png", "buffer": photo}])
+    page.wait_for_function("document.getElementById('recon').dataset.version === '1'")
+    assert page.locator("#grid td").count() == 16 * 16
+    page.select_option("#stages", "2")  # re-encodes with the first two stages
+    page.wait_for_function("document.getElementById('recon').dataset.version === '2'")
+    assert page.eval_on_selector_all("#stage-view option", "os => os.map(o => o.value)") == ["1", "2"]
+    page.select_option("#stage-view", "2")  # the second stage's codes in the grid
+    assert page.locator("#grid td").count() == 16 * 16
+    page.wait_for_function("document.querySelectorAll('#batch figure').length === 8")  # Tiny ImageNet photos
+    page.select_option("#model", "mnist")  # a single-stage model: no stage controls
+    page.wait_for_function("document.getElementById('stage-controls').hidden")

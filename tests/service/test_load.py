@@ -20,7 +20,10 @@ def test_mixed_load_has_no_errors_and_memory_stays_flat(mode: str, extra: list[s
     assert result["errors"] == 0, result["statuses"]
     assert result["requests"] >= (4000 if mode == "soak" else 200)
     if mode == "soak":
-        assert result["rss_growth_pct"] < 10, result
+        # Arenas settle over the first thousands of requests: 4,000 grow 7-8 % on a quiet machine and up
+        # to 12 % beside other jobs, 12,000 grow 4.4 % (bench.soak, five models loaded): a leak of 8 kB a
+        # request (+15 % here) still fails.
+        assert result["rss_growth_pct"] < 15, result
 
 
 def test_sigterm_under_load_loses_nothing(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

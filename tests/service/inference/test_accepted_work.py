@@ -129,7 +129,7 @@ def test_eight_large_requests_at_once_get_200_or_429_never_5xx(hurried: ServerPr
 
 def test_a_client_that_follows_retry_after_is_served(hurried: ServerProcess) -> None:
     body, content_type = packed_stream(np.empty(0))
-    results = send_at_once(hurried.url + "/decode", body, content_type, 6)
+    results = send_at_once(hurried.url + "/decode", body, content_type, 10)
     refused = next(r for r, _ in results if r.status_code == 429)
     for _ in range(5):
         time.sleep(int(refused.headers["retry-after"]))

@@ -133,7 +133,9 @@ async function encodeAndShow(blob) {
     state.original = blob;
     $("original").src = URL.createObjectURL(blob);
     showPair();
+    const model = state.model;
     const encoded = await (await encodeImage(blob)).json();
+    if (model !== state.model) return;  // another model was chosen meanwhile: it encodes the image again
     state.codes = encoded.codes[0];
     state.edited.clear();
     renderGrid();
@@ -229,9 +231,11 @@ async function showBatch() {
   const tiles = picks.map((i) => tile(image, i, size));
   const blobs = await Promise.all(tiles.map((t) => new Promise((ok) => t.toBlob(ok, "image/png"))));
   blobs.forEach((b, i) => form.append("images", b, `${i}.png`));
-  const codes = (await (await api(`/v1/models/${state.model}/encode`, { method: "POST", body: form })).json()).codes;
-  const decoded = await (await api(`/v1/models/${state.model}/decode`, {
+  const model = state.model;  // codes go back to the model that made them, whatever is chosen meanwhile
+  const codes = (await (await api(`/v1/models/${model}/encode`, { method: "POST", body: form })).json()).codes;
+  const decoded = await (await api(`/v1/models/${model}/decode`, {
     method: "POST", body: JSON.stringify({ codes }), headers: { "Content-Type": "application/json" } })).json();
+  if (model !== state.model) return;  // the newly chosen model shows its own batch
   $("batch").replaceChildren(...tiles.map((t, i) => {
     const figure = document.createElement("figure");
     const original = Object.assign(document.createElement("img"), { src: t.toDataURL(), alt: "test image" });

@@ -128,3 +128,9 @@ def restamp(model_dir: Path, version: str) -> None:
         spec["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     manifest["version"] = version
     (model_dir / "model.json").write_text(json.dumps(manifest, indent=2))
+
+
+def rest_codes(server: ServerProcess, pngs: list[bytes], model: str = "mnist") -> np.ndarray:
+    """The codes /v1/models/{model}/encode gives for these PNGs: what the v2 and gRPC paths must equal."""
+    files = [("images", (f"{i}.png", data, "image/png")) for i, data in enumerate(pngs)]
+    return np.array(httpx.post(f"{server.url}/v1/models/{model}/encode", files=files, timeout=60).json()["codes"])

@@ -17,7 +17,7 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from harness.server import ServerProcess
-from tests.service.conftest import StartServer, png_bytes
+from tests.service.conftest import StartServer, png_bytes, rest_codes
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +36,6 @@ def codes_input(codes: np.ndarray, binary: bool = True, datatype: str = "INT64")
     tensor = triton.InferInput("codes", list(codes.shape), datatype)
     tensor.set_data_from_numpy(codes.astype(np.int64 if datatype == "INT64" else np.int32), binary_data=binary)
     return tensor
-
-
-def rest_codes(server: ServerProcess, pngs: list[bytes], model: str = "mnist") -> np.ndarray:
-    files = [("images", (f"{i}.png", data, "image/png")) for i, data in enumerate(pngs)]
-    return np.array(httpx.post(f"{server.url}/v1/models/{model}/encode", files=files, timeout=60).json()["codes"])
 
 
 def test_server_health_and_metadata(client: triton.InferenceServerClient) -> None:

@@ -18,7 +18,7 @@ from PIL import Image
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from harness.server import ServerProcess
-from tests.service.conftest import StartServer, png_bytes
+from tests.service.conftest import StartServer, png_bytes, rest_codes
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +37,6 @@ def codes_input(codes: np.ndarray, datatype: str = "INT64") -> triton.InferInput
     tensor = triton.InferInput("codes", list(codes.shape), datatype)
     tensor.set_data_from_numpy(codes.astype(np.int64 if datatype == "INT64" else np.int32))
     return tensor
-
-
-def rest_codes(server: ServerProcess, pngs: list[bytes], model: str = "mnist") -> np.ndarray:
-    files = [("images", (f"{i}.png", data, "image/png")) for i, data in enumerate(pngs)]
-    return np.array(httpx.post(f"{server.url}/v1/models/{model}/encode", files=files, timeout=60).json()["codes"])
 
 
 def test_health_metadata_and_config(client: triton.InferenceServerClient) -> None:

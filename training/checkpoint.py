@@ -53,3 +53,23 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> VQVAE:
     model = VQVAE(model_config_from(ckpt))
     model.load_state_dict(ckpt["model"])
     return model.eval()
+
+
+def warm_start(model: VQVAE, path: str | os.PathLike[str]) -> list[str]:
+    """Start `model` from another run's weights (`--init-from`): every tensor whose name and shape
+    match is copied; a single-stage checkpoint seeds the first stage of a residual model
+    (`quantizer.X` -> `quantizer.layers.0.X`). The encoder and decoder must match exactly; what is
+    left (the other stages) keeps its fresh start. -> the names left fresh."""
+    source = load_checkpoint(path)["model"]
+    if model.quantizer.stages > 1 and not any(k.startswith("quantizer.layers.") for k in source):
+        source = {k.replace("quantizer.", "quantizer.layers.0.", 1) if k.startswith("quantizer.") else k: v
+                  for k, v in source.items()}
+    target = model.state_dict()
+    for name, tensor in target.items():
+        theirs = source.get(name)
+        if name.startswith(("encoder.", "decoder.")) and (theirs is None or theirs.shape != tensor.shape):
+            raise CheckpointError(f"{path}: {name} does not match this model's architecture; --init-from needs "
+                                  "the same encoder and decoder")
+    taken = {k: v for k, v in source.items() if k in target and v.shape == target[k].shape}
+    model.load_state_dict(taken, strict=False)
+    return sorted(set(target) - set(taken))

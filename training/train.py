@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from datasources import DatasetError
 from training.batches import DataSpec, TrainingData, training_data
-from training.checkpoint import CheckpointError, load_checkpoint, model_config_from, save_checkpoint
+from training.checkpoint import CheckpointError, load_checkpoint, model_config_from, save_checkpoint, warm_start
 from training.cli import parse_config, run_and_report
 from training.evaluate import evaluate_images, grid_images, reconstruct, save_reconstruction_grid
 from training.model import VQVAE, ModelConfig
@@ -56,6 +56,7 @@ class TrainConfig:
     checkpoint_interval: int = 1000
     log_interval: int = 50
     resume: bool = False
+    init_from: str | None = None  # start from this checkpoint's weights (a vq one seeds an rvq model's first stage)
     stop_after: int | None = None  # stop at this step as if interrupted (schedule still targets max_steps)
     threads: int | None = None  # per rank; default: usable CPUs / local ranks
     amp: bool = False  # bf16 autocast for encoder and decoder (quantizer stays float32); pays on bf16 hardware
@@ -159,7 +160,7 @@ def restore(cfg: TrainConfig, model: VQVAE, optimizer: torch.optim.Optimizer) ->
     stored = ckpt["config"]
     if model_config_from(ckpt) != cfg.model or any(
         stored.get(k) != getattr(cfg, k) for k in ("dataset", "seed", "max_steps", "batch_size", "lr", "crop",
-                                                   "val_dataset")
+                                                   "val_dataset", "init_from")
     ):
         raise CheckpointError(f"{cfg.out_dir}/ckpt.pt was made with a different config; resume with the same flags")
     model.load_state_dict(ckpt["model"])
@@ -308,6 +309,10 @@ def main(cfg: TrainConfig) -> TrainResult:
                   model=replace(cfg.model, in_channels=data.channels))  # what the data decided, recorded
 
     model = VQVAE(cfg.model).to(rt.device, memory_format=torch.channels_last)
+    if cfg.init_from:  # every rank reads the same file
+        fresh = warm_start(model, cfg.init_from)
+        if rt.is_main:
+            print(f"started from {cfg.init_from}; fresh: {', '.join(fresh) or 'nothing'}", file=sys.stderr)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step, seconds = restore(cfg, model, optimizer) if cfg.resume and (out / "ckpt.pt").exists() else (0, 0.0)
     wrapped: torch.nn.Module = model

@@ -131,14 +131,17 @@ def test_typed_contents_equal_raw_ones(server: ServerProcess, client: triton.Inf
 
 
 def test_a_grpc_and_an_http_request_share_one_run(start_server: StartServer, digits: np.ndarray) -> None:
-    """One gRPC and one HTTP request at a time, side by side, many times: any run of two digits held
-    one of each, so a run of size 2 in the statistics proves they share the batcher."""
+    """One gRPC and one HTTP request at a time, side by side, until a run of size 2 shows in the
+    statistics (at most 300 pairs): any run of two digits held one of each, so it proves they share
+    the batcher. Whether one pair meets inside the 2 ms window is chance on a busy machine."""
     server = start_server(batch_wait_ms=2)
     server.wait("/readyz")
     body = png_bytes(digits[0])
+    pairs, sizes = 0, dict[int, int]()
     with triton.InferenceServerClient(server.grpc_target) as client, httpx.Client(timeout=30) as http:
         tensor = images_input([body])
-        for _ in range(40):
+        while pairs < 300 and sizes.get(2, 0) == 0:
+            pairs += 1
             barrier = threading.Barrier(2)
             answers: list[object] = []
 
@@ -152,7 +155,7 @@ def test_a_grpc_and_an_http_request_share_one_run(start_server: StartServer, dig
             answers.append(http.post(server.url + "/encode", content=body, headers={"content-type": "image/png"}))
             thread.join(30)
             assert len(answers) == 2
-        stats = client.get_inference_statistics("mnist-encode", as_json=True)["model_stats"][0]
-    sizes = {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in stats["batch_stats"]}
-    assert int(stats["inference_count"]) == 80 and sizes.get(2, 0) >= 1, sizes
-    assert sum(size * runs for size, runs in sizes.items()) == 80  # every digit ran exactly once
+            stats = client.get_inference_statistics("mnist-encode", as_json=True)["model_stats"][0]
+            sizes = {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in stats["batch_stats"]}
+    assert int(stats["inference_count"]) == 2 * pairs and sizes.get(2, 0) >= 1, (pairs, sizes)
+    assert sum(size * runs for size, runs in sizes.items()) == 2 * pairs  # every digit ran exactly once

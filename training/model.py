@@ -47,6 +47,7 @@ class ModelConfig:
     stages: int = 1  # rvq: residual stages of codebook_size codes each
     rvq_dropout: str = "batch"  # rvq quantizer dropout: k stages drawn per step (batch), per image (sample), none
     rvq_full_fraction: float = 0.0  # rvq with per-image dropout: share of images that always get all stages
+    rvq_stage_weights: str = ""  # rvq dropout: relative odds of drawing k = 1..S (e.g. 3,2,1,2); empty: uniform
 
     def __post_init__(self) -> None:
         if self.downsample not in DOWNSAMPLES:

@@ -126,6 +126,15 @@ def test_quantizer_dropout_cuts_what_the_decoder_sees(mode: str) -> None:
                               atol=1e-5)
 
 
+def test_stage_weights_set_the_odds_of_each_stage_count() -> None:
+    torch.manual_seed(6)
+    q = ResidualVectorQuantizer(4, 16, 4, dropout="sample", stage_weights=(3, 2, 0, 3), data_init=False)
+    shares = torch.bincount(q.train().stage_counts(40_000, torch.device("cpu")), minlength=5)[1:] / 40_000
+    assert torch.allclose(shares, torch.tensor([0.375, 0.25, 0.0, 0.375]), atol=0.01), shares
+    batch = ResidualVectorQuantizer(4, 16, 4, dropout="batch", stage_weights=(0, 0, 1, 0), data_init=False)
+    assert bool((batch.train().stage_counts(5, torch.device("cpu")) == 3).all())
+
+
 def test_fsq_gradient_is_straight_through() -> None:
     q = FiniteScalarQuantizer((8, 5, 5, 5))
     z = torch.randn(2, 4, 3, 3, requires_grad=True)
@@ -150,6 +159,10 @@ def test_fsq_gradient_is_straight_through() -> None:
     ({"quantizer": "rvq", "stages": 4, "rvq_dropout": "layer"}, "--model.rvq-dropout must be one of"),
     ({"quantizer": "rvq", "stages": 4, "rvq_full_fraction": 1.5}, "--model.rvq-full-fraction must be in"),
     ({"quantizer": "rvq", "stages": 4, "lookup_dim": 8}, "not rvq"),
+    ({"quantizer": "rvq", "stages": 4, "rvq_stage_weights": "1,2"}, "--model.rvq-stage-weights must be 4 non-negative"),
+    ({"quantizer": "rvq", "stages": 2, "rvq_stage_weights": "1,x"}, "--model.rvq-stage-weights must be 2"),
+    ({"quantizer": "rvq", "stages": 2, "rvq_stage_weights": "0,0"}, "not all 0"),
+    ({"quantizer": "rvq", "stages": 2, "rvq_stage_weights": "-1,2"}, "non-negative"),
 ])
 def test_bad_flag_values_are_clear_errors(flags: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):

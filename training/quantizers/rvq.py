@@ -30,20 +30,35 @@ if TYPE_CHECKING:
 DROPOUT_MODES = ("batch", "sample", "none")
 
 
+def stage_weights(cfg: ModelConfig) -> tuple[float, ...]:
+    """--model.rvq-stage-weights "3,2,1,2" -> (3.0, 2.0, 1.0, 2.0); () when not given."""
+    if not cfg.rvq_stage_weights:
+        return ()
+    try:
+        odds = tuple(float(w) for w in cfg.rvq_stage_weights.split(","))
+    except ValueError:
+        odds = ()
+    if len(odds) != cfg.stages or not all(w >= 0 for w in odds) or not sum(odds) > 0:
+        raise ValueError(f"--model.rvq-stage-weights must be {cfg.stages} non-negative numbers, not all 0 "
+                         f"(the odds of k = 1..{cfg.stages}), not {cfg.rvq_stage_weights!r}")
+    return odds
+
+
 class ResidualVectorQuantizer(Quantizer):
     kind = "rvq"
 
     def __init__(self, stages: int, codebook_size: int, dim: int, dropout: str = "batch", full_fraction: float = 0.0,
-                 **vq_options: float | bool) -> None:
+                 stage_weights: tuple[float, ...] = (), **vq_options: float | bool) -> None:
         super().__init__()
         self.codebook_size, self.stages, self.dim = codebook_size, stages, dim
         self.dropout, self.full_fraction = dropout, full_fraction
+        self.stage_odds = torch.tensor(stage_weights or (1.0,) * stages, dtype=torch.float64)  # (S,): odds of k = 1..S
         self.layers = nn.ModuleList(VectorQuantizer(codebook_size, dim, **vq_options) for _ in range(stages))  # type: ignore[arg-type]
 
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> ResidualVectorQuantizer:
         return cls(cfg.stages, cfg.codebook_size, cfg.code_dim, cfg.rvq_dropout, cfg.rvq_full_fraction,
-                   beta=cfg.beta, ema=cfg.ema, decay=cfg.ema_decay, data_init=cfg.data_init,
+                   stage_weights(cfg), beta=cfg.beta, ema=cfg.ema, decay=cfg.ema_decay, data_init=cfg.data_init,
                    restart_threshold=cfg.restart_threshold)
 
     @staticmethod
@@ -57,6 +72,7 @@ class ResidualVectorQuantizer(Quantizer):
             raise ValueError(f"--model.rvq-dropout must be one of {', '.join(DROPOUT_MODES)}, not {cfg.rvq_dropout!r}")
         if not 0.0 <= cfg.rvq_full_fraction <= 1.0:
             raise ValueError(f"--model.rvq-full-fraction must be in [0, 1], not {cfg.rvq_full_fraction}")
+        stage_weights(cfg)  # ValueError naming the flag
         if cfg.lookup_dim or cfg.cosine:
             raise ValueError("--model.lookup-dim and --model.cosine are for --model.quantizer vq, not rvq")
 
@@ -99,17 +115,24 @@ class ResidualVectorQuantizer(Quantizer):
     # -- training ----------------------------------------------------------------------------
 
     def stage_counts(self, n: int, device: torch.device) -> torch.Tensor:
-        """(N,) stages each image's decoder input sums: all S in eval; in training drawn uniformly
-        from 1..S per step ("batch") or per image ("sample"), `full_fraction` of images keeping S.
+        """(N,) stages each image's decoder input sums: all S in eval; in training drawn from 1..S
+        (uniformly, or at --model.rvq-stage-weights' odds) per step ("batch") or per image ("sample"),
+        `full_fraction` of images keeping S.
         Drawn from the global CPU generator, which checkpoints save (resume stays exact)."""
         full = torch.full((n,), self.stages, dtype=torch.long)
         if not self.training or self.dropout == "none" or self.stages == 1:
             return full.to(device)
         if self.dropout == "batch":
-            return torch.randint(1, self.stages + 1, (1,)).expand(n).to(device)
-        drawn = torch.randint(1, self.stages + 1, (n,))
+            return self.draw_counts(1).expand(n).to(device)
+        drawn = self.draw_counts(n)
         keep_all = torch.rand(n) < self.full_fraction
         return torch.where(keep_all, full, drawn).to(device)
+
+    def draw_counts(self, n: int) -> torch.Tensor:
+        """(n,) stage counts k in 1..S at the configured odds (uniform: the draw of earlier versions)."""
+        if bool((self.stage_odds == self.stage_odds[0]).all()):
+            return torch.randint(1, self.stages + 1, (n,))
+        return torch.multinomial(self.stage_odds, n, replacement=True) + 1
 
     def forward(self, z_e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, QuantizerLosses]:
         """(N, D, h, w) -> straight-through z_q (N, D, h, w) of each image's k stages, indices

@@ -163,8 +163,10 @@ def export_data(ckpt: dict[str, Any], data_dir: str | None, channels: int, parit
 
 def export_checkpoint(checkpoint: Path, out_dir: Path, name: str | None = None, version: str = "1.0.0",
                       data_dir: str | None = None, parity_images: int = 10000,
-                      upsample: Upsample = "transpose") -> Manifest:
-    """The whole export; raises ParityError (writing nothing) when ONNX and PyTorch disagree."""
+                      upsample: Upsample = "transpose", entropy_images: int | None = None) -> Manifest:
+    """The whole export; raises ParityError (writing nothing) when ONNX and PyTorch disagree.
+    `entropy_images`: fit entropy.npz on the first N training images only (quick exports in tests;
+    default: all of them)."""
     ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt)
     data = export_data(ckpt, data_dir, model.cfg.in_channels or 1, parity_images)
@@ -181,7 +183,7 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, name: str | None = None, 
         recon, _ = reconstruct(model, data.native[:64])
         save_reconstruction_grid(data.native[:64], recon, scratch / GRID_PREVIEW)
         save_weights(ckpt, scratch / WEIGHTS)
-        fit_entropy_model(model, data.train, scratch / COUNTS_FILE)
+        fit_entropy_model(model, data.train[:entropy_images], scratch / COUNTS_FILE)
         manifest = finalise_manifest(draft, paths, scratch, report, metrics, resources)
         publish(scratch, out_dir, manifest)
     finally:

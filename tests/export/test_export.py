@@ -35,7 +35,8 @@ def checkpoint(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 @pytest.fixture(scope="module")
 def exported(checkpoint: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("models") / "mnist"
-    pipeline.export_checkpoint(checkpoint, out, version="0.1.0", data_dir=str(data_dir), parity_images=1000)
+    pipeline.export_checkpoint(checkpoint, out, version="0.1.0", data_dir=str(data_dir), parity_images=1000,
+                               entropy_images=5000)
     return out
 
 

@@ -163,3 +163,27 @@ def test_grpc_takes_the_stages_parameter_too(server: ServerProcess) -> None:
         with pytest.raises(InferenceServerException) as caught:
             c.infer(f"{RVQ}-encode", [tensor], parameters={"stages": "two"})
         assert caught.value.status() == "StatusCode.INVALID_ARGUMENT" and "stages" in str(caught.value)
+
+
+def test_the_8x_colour_model_samples_by_class_and_codes_photos_with_its_prior(client: httpx.Client) -> None:
+    prior = client.get(f"/v1/models/{F8}").json()["prior"]
+    assert prior["classes"] == 200 and len(prior["class_names"]) == 200
+    name = prior["class_names"][3]
+    drawn = client.post(f"/v1/models/{F8}/sample", json={"count": 2, "class": name, "seed": 7})
+    assert drawn.status_code == 200, drawn.text
+    body = drawn.json()
+    codes = np.array(body["codes"])
+    assert codes.shape == (2, 8, 8) and 0 <= codes.min() and codes.max() < 15_360
+    assert [png_pixels(image).shape for image in body["images"]] == [(64, 64, 3)] * 2
+    again = client.post(f"/v1/models/{F8}/sample", json={"count": 2, "class": 3, "seed": 7}).json()
+    assert again["codes"] == body["codes"]  # by name or by index, the same draw for a seed
+
+    photo = kodak_crop(64, 64)
+    stream = encode(client, F8, photo, "?format=prior")
+    assert stream.status_code == 200, stream.text
+    plain = encode(client, F8, photo).json()
+    decoded = client.post(f"/v1/models/{F8}/decode", content=stream.content, headers=OCTET)
+    from_codes = client.post(f"/v1/models/{F8}/decode", json={"codes": plain["codes"]}).json()["images"]
+    assert decoded.status_code == 200 and decoded.json()["images"] == from_codes  # lossless
+    larger = encode(client, F8, kodak_crop(64, 128), "?format=prior")
+    assert larger.status_code == 422 and "8×8 grids only" in larger.json()["error"]["message"]

@@ -3,12 +3,20 @@ independent oracle: the same inputs and codebooks must give the same indices and
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 import pytest
 import torch
-from vector_quantize_pytorch import FSQ, ResidualVQ
 
 from training.quantizers.fsq import FiniteScalarQuantizer
 from training.quantizers.rvq import ResidualVectorQuantizer
+
+
+def library() -> ModuleType:
+    """vector_quantize_pytorch, imported when a test first needs it: with einx and sympy it costs
+    seconds, which every collection of the suite would pay."""
+    return importlib.import_module("vector_quantize_pytorch")
 
 
 def channels_last(z: torch.Tensor) -> torch.Tensor:
@@ -21,7 +29,7 @@ def channels_last(z: torch.Tensor) -> torch.Tensor:
 def test_fsq_matches_the_library(levels: tuple[int, ...], scale: float) -> None:
     torch.manual_seed(len(levels))
     ours = FiniteScalarQuantizer(levels).eval()
-    oracle = FSQ(list(levels)).eval()
+    oracle = library().FSQ(list(levels)).eval()
     z = torch.randn(4, len(levels), 6, 5) * scale  # (N, d, h, w): scale 3 saturates the tanh
     quantized, indices, losses = ours(z)
     expected, expected_indices = oracle(channels_last(z))
@@ -36,7 +44,7 @@ def test_fsq_matches_the_library(levels: tuple[int, ...], scale: float) -> None:
 def test_fsq_with_projections_matches_the_library() -> None:
     torch.manual_seed(0)
     ours = FiniteScalarQuantizer((8, 5, 5, 5), dim=16).eval()
-    oracle = FSQ([8, 5, 5, 5], dim=16).eval()
+    oracle = library().FSQ([8, 5, 5, 5], dim=16).eval()
     assert ours.project_in is not None and ours.project_out is not None
     with torch.no_grad():  # the same W_in, W_out: our 1×1 convolutions into the library's linear layers
         oracle.project_in.weight.copy_(ours.project_in.weight[:, :, 0, 0])
@@ -54,7 +62,7 @@ def test_fsq_with_projections_matches_the_library() -> None:
 def test_residual_vq_matches_the_library(stages: int, size: int, dim: int) -> None:
     torch.manual_seed(stages)
     ours = ResidualVectorQuantizer(stages, size, dim, data_init=False, restart_threshold=0).eval()
-    oracle = ResidualVQ(dim=dim, num_quantizers=stages, codebook_size=size, quantize_dropout=True).eval()
+    oracle = library().ResidualVQ(dim=dim, num_quantizers=stages, codebook_size=size, quantize_dropout=True).eval()
     with torch.no_grad():
         for s, (layer, theirs) in enumerate(zip(ours.layers, oracle.layers, strict=True)):
             layer.codebook.copy_(torch.randn(size, dim) / (s + 1))  # finer codes at later stages

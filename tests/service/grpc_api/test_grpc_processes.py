@@ -78,8 +78,11 @@ def test_grpc_calls_in_flight_and_during_the_drain_succeed(start_server: StartSe
     assert [o.status for o in in_time if o.status != "OK"] == []
     assert any(o.started < signalled < o.finished for o in in_time), "no call was in flight at SIGTERM"
     assert any(o.started > signalled for o in in_time), "no call was served during the drain"
+    # After the drain: refused, never failed midway. A call that reached the server as it closed but
+    # never reached a handler is refused with CANCELLED, not UNAVAILABLE: grpc-core's own bug
+    # (grpc/grpc#41785, the fix is grpc/grpc#41786); nothing ran for it, as for UNAVAILABLE.
     late = {o.status for o in calls.outcomes if o.status != "OK"}
-    assert late <= {"StatusCode.UNAVAILABLE"}, late  # after the drain: refused, never failed midway
+    assert late <= {"StatusCode.UNAVAILABLE", "StatusCode.CANCELLED"}, late
     assert all(o.started > closing - 0.5 for o in calls.outcomes if o.status != "OK")
     assert exit_code in (0, -signal.SIGTERM) and "Traceback" not in server.log
 

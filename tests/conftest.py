@@ -19,16 +19,19 @@ from datasources.idx_files import load_split
 ROOT = Path(__file__).resolve().parents[1]
 
 
-OWN_SERVER = "start_server"  # tests/service/conftest.py: servers of a test's own, with its own settings
+SLOW_FIXTURES = {
+    "start_server",  # tests/service/conftest.py: servers of a test's own, with its own settings
+    "exported",  # tests/export/: a model trained and exported for the module
+}
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m "not slow" deselects by mark
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """A test that starts servers of its own (fault injection, shutdown, settings: a few seconds each)
-    is `slow`: the quick loop keeps the tests on each module's shared server. Tests marked `cuda` run
-    where torch sees a GPU and are skipped, visibly (-ra), elsewhere."""
+    or reads an export made for it is `slow`: the quick loop keeps the tests on each module's shared
+    server. Tests marked `cuda` run where torch sees a GPU and are skipped, visibly (-ra), elsewhere."""
     for item in items:
-        if OWN_SERVER in getattr(item, "fixturenames", ()):
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
     cuda_items = [item for item in items if item.get_closest_marker("cuda")]
     if not cuda_items:

@@ -80,6 +80,7 @@ def test_checkpoint_alone_rebuilds_the_model(data_dir: Path, tmp_path: Path) -> 
     assert torch.equal(rebuilt.encode_to_indices(x), trained.encode_to_indices(x))
 
 
+@pytest.mark.slow
 def test_cli_overrides_and_outputs(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = parse_args(["--model.hidden", "48", "--model.ema", "false", "--lr", "1e-3", "--stop-after", "3"])
     assert cfg.model.hidden == 48 and cfg.model.ema is False and cfg.lr == 1e-3 and cfg.stop_after == 3

@@ -22,22 +22,12 @@ import numpy as np
 from PIL import Image
 
 from contract.streams import Kind, decode_stream, encode_stream
-from datasources.dataset import Dataset, open_dataset
+from datasources.dataset import open_dataset
 from runtime.images import to_uint8
 from runtime.model_runtime import ModelRuntime, load_model
+from training.run_data import center_crops, readable_images
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def native_photos(dataset: Dataset, count: int, side: int) -> np.ndarray:
-    """uint8 (N, side, side, 3): the first `count` readable photos, centre-cropped to the native size."""
-    photos = []
-    for _, pixels in dataset.readable(np.arange(min(count, len(dataset))), 3):
-        h, w = pixels.shape[:2]
-        top, left = (h - side) // 2, (w - side) // 2
-        if top >= 0 and left >= 0:
-            photos.append(pixels[top : top + side, left : left + side])
-    return np.stack(photos)
 
 
 def encode_all(runtime: ModelRuntime, photos: np.ndarray, batch: int = 250) -> np.ndarray:
@@ -86,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     runtime = load_model(args.models_dir / args.model, "cpu", threads=2, warmup_runs=0)
     assert runtime.prior is not None, f"{args.model} ships no prior"
     side = runtime.prior.shape.grid[0] * runtime.manifest.downsample
-    codes = encode_all(runtime, native_photos(open_dataset(args.data), args.images, side))
+    dataset = open_dataset(args.data)
+    photos = center_crops(readable_images(dataset, np.arange(len(dataset)), 3), side, args.images)  # (N, side, side, 3)
+    codes = encode_all(runtime, photos)
     sizes = stream_sizes(runtime, codes)
     print(f"{args.model}: {len(codes)} photos at {side}×{side}, one stream of each kind\n")
     print("| stream | bytes per image | bits per image | bits per code |\n|---|---:|---:|---:|")
@@ -95,10 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {kind} | {size:.1f} | {bits[0]:.0f} | {bits[1]:.2f} |")
     labels = [runtime.prior.label_of(int(c) if c.isdigit() else c) for c in args.classes.split(",")]
     grid = args.grid or ROOT / "docs" / f"prior-samples-{args.model}.png"
-    sample_grid(runtime, [label for label in labels if label is not None], args.per_class, grid)
+    sample_grid(runtime, labels, args.per_class, grid)
     names = runtime.prior.spec.class_names
     print(f"\nsamples at {runtime.prior.defaults}: {grid} (rows: "
-          + ", ".join(names[label] if names else str(label) for label in labels if label is not None) + ")")
+          + ", ".join(names[label] if names else str(label) for label in labels) + ")")
     return 0
 
 

@@ -159,10 +159,12 @@ def test_fsq_gradient_is_straight_through() -> None:
     ({"quantizer": "rvq", "stages": 4, "rvq_dropout": "layer"}, "--model.rvq-dropout must be one of"),
     ({"quantizer": "rvq", "stages": 4, "rvq_full_fraction": 1.5}, "--model.rvq-full-fraction must be in"),
     ({"quantizer": "rvq", "stages": 4, "lookup_dim": 8}, "not rvq"),
-    ({"quantizer": "rvq", "stages": 4, "rvq_stage_weights": "1,2"}, "--model.rvq-stage-weights must be 4 non-negative"),
+    ({"quantizer": "rvq", "stages": 4, "rvq_stage_weights": "1,2"}, "rvq-stage-weights must be 4 finite non-negative"),
     ({"quantizer": "rvq", "stages": 2, "rvq_stage_weights": "1,x"}, "--model.rvq-stage-weights must be 2"),
     ({"quantizer": "rvq", "stages": 2, "rvq_stage_weights": "0,0"}, "not all 0"),
     ({"quantizer": "rvq", "stages": 2, "rvq_stage_weights": "-1,2"}, "non-negative"),
+    ({"quantizer": "rvq", "stages": 2, "rvq_stage_weights": "inf,1"}, "finite non-negative"),
+    ({"quantizer": "rvq", "stages": 2, "rvq_stage_weights": "nan,1"}, "finite non-negative"),
 ])
 def test_bad_flag_values_are_clear_errors(flags: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -15,6 +15,7 @@ decoder sees is cut. Indices are (N, S, h, w): the stage axis second.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -38,8 +39,8 @@ def stage_weights(cfg: ModelConfig) -> tuple[float, ...]:
         odds = tuple(float(w) for w in cfg.rvq_stage_weights.split(","))
     except ValueError:
         odds = ()
-    if len(odds) != cfg.stages or not all(w >= 0 for w in odds) or not sum(odds) > 0:
-        raise ValueError(f"--model.rvq-stage-weights must be {cfg.stages} non-negative numbers, not all 0 "
+    if len(odds) != cfg.stages or not all(0 <= w < math.inf for w in odds) or not sum(odds) > 0:  # NaN fails too
+        raise ValueError(f"--model.rvq-stage-weights must be {cfg.stages} finite non-negative numbers, not all 0 "
                          f"(the odds of k = 1..{cfg.stages}), not {cfg.rvq_stage_weights!r}")
     return odds
 

@@ -6,8 +6,7 @@ hop per dependency per request, measured at ~10 % of the CPU under load).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 from fastapi import Depends, Path, Request
 from starlette.datastructures import State
@@ -35,10 +34,9 @@ RegistryDep = Annotated[ModelRegistry, Depends(registry_of)]
 ModelName = Annotated[str, Path(description="model name, e.g. mnist")]
 
 
-@dataclass(frozen=True)
-class CodecTarget:
+class CodecTarget(NamedTuple):
     """What a codec request works with: the model it addresses, the settings, the admission gate,
-    the worker's memory budget and its work queue."""
+    the worker's memory budget and its work queue. (A tuple: one is built per request.)"""
 
     model: ServedModel
     settings: Settings

@@ -26,8 +26,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
 from typing import TypeVar
 
 from starlette.requests import ClientDisconnect, Request
@@ -81,11 +82,26 @@ class RequestScope:
                  client_gone: ClientGone | None) -> None:
         self.settings, self.reservation, self.work_queue = settings, reservation, work_queue
         self.charge, self.client_gone = charge, client_gone
-        self.stop = threading.Event()  # set when the request ends: work left behind in threads stops
+        self._stop: threading.Event | None = None  # made on first use: most requests never hand it to a thread
+        self._ended = False
         self.received = 0  # body bytes arrived
         self.body_bytes = 0  # what the read body holds: its bytes (and an inflated copy)
         self.deadline: float | None = None  # the event loop's time; set when its work starts
         self.counted: tuple[GraphStats, int] | None = None
+
+    @property
+    def stop(self) -> threading.Event:
+        """Set when the request ends: work it left behind in threads (a prior's walk) stops."""
+        if self._stop is None:
+            self._stop = threading.Event()
+            if self._ended:
+                self._stop.set()
+        return self._stop
+
+    def end(self) -> None:
+        self._ended = True
+        if self._stop is not None:
+            self._stop.set()
 
     def count_in(self, stats: GraphStats, items: int) -> None:
         """The request's outcome, duration and items go to these statistics when it ends (the run
@@ -107,28 +123,16 @@ class RequestScope:
         self.body_bytes += nbytes
         await self.reservation.grow_to(self.reservation.held + charge.complete(nbytes), what)
 
-    @asynccontextmanager
-    async def reading(self) -> AsyncIterator[None]:
+    def reading(self) -> AbstractAsyncContextManager[None]:
         """Reading (and parsing) the body within VQVAE_BODY_TIMEOUT_S, else 408: a slow upload must
         not hold one of the admission gate's places, or its memory, for ever."""
-        seconds = self.settings.body_timeout_s
-        try:
-            async with asyncio.timeout(seconds):
-                yield
-        except TimeoutError:
-            raise BodyTimeout(f"the request body did not arrive within {seconds:g} s") from None
+        return _BodyDeadline(self.settings.body_timeout_s)
 
-    @asynccontextmanager
-    async def running(self, work: Work) -> AsyncIterator[None]:
+    def running(self, work: Work) -> AbstractAsyncContextManager[None]:
         """The planned work's turn: what parsing needed for a moment is given back, the work waits
         its turn (429 at once when it cannot start before its deadline), its memory is reserved
         (413 / 429), and `within` runs it inside its deadline."""
-        self.reservation.shrink_to(self.body_bytes + work.parsed_bytes)
-        async with self.work_queue.turn(work) as deadline:
-            total = self.reservation.held + work.working_bytes if work.on_top else work.working_bytes
-            await self.reservation.grow_to(total, work.what)
-            self.deadline = deadline
-            yield
+        return _Running(self, work)
 
     async def within(self, work: Awaitable[T], watch: bool = True) -> T:
         """Await `work` before the deadline (504 after it). If the client leaves first, the work is
@@ -161,27 +165,90 @@ async def _within(work: Awaitable[T], seconds: float) -> T:
                                "fewer images per request") from None
 
 
-@asynccontextmanager
-async def admitted(target: CodecTarget, charge: BodyCharge,
-                   client_gone: ClientGone | None = None) -> AsyncIterator[RequestScope]:
+# The request's contexts below are plain classes, not generators: every codec request enters each.
+
+
+class _BodyDeadline:
+    __slots__ = ("seconds", "timeout")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.timeout = asyncio.timeout(seconds)
+
+    async def __aenter__(self) -> None:
+        await self.timeout.__aenter__()
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        try:
+            await self.timeout.__aexit__(kind, exc, tb)
+        except TimeoutError:
+            raise BodyTimeout(f"the request body did not arrive within {self.seconds:g} s") from None
+
+
+class _Running:
+    __slots__ = ("scope", "turn", "work")
+
+    def __init__(self, scope: RequestScope, work: Work) -> None:
+        self.scope, self.work = scope, work
+        self.turn = scope.work_queue.turn(work)
+
+    async def __aenter__(self) -> None:
+        scope, work = self.scope, self.work
+        scope.reservation.shrink_to(scope.body_bytes + work.parsed_bytes)
+        deadline = await self.turn.__aenter__()
+        try:
+            total = scope.reservation.held + work.working_bytes if work.on_top else work.working_bytes
+            await scope.reservation.grow_to(total, work.what)
+        except BaseException as exc:  # its turn ends with the refusal
+            await self.turn.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        scope.deadline = deadline
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.turn.__aexit__(kind, exc, tb)
+
+
+class _Admitted:
+    __slots__ = ("charge", "client_gone", "scope", "started", "target")
+
+    def __init__(self, target: CodecTarget, charge: BodyCharge, client_gone: ClientGone | None) -> None:
+        self.target, self.charge, self.client_gone = target, charge, client_gone
+
+    async def __aenter__(self) -> RequestScope:
+        target, charge = self.target, self.charge
+        self.started = time.perf_counter_ns()
+        target.gate.take()  # 429 when no place is free
+        if charge.declared is not None:
+            try:
+                target.memory.refuse_if_never(charge.complete(charge.declared), "reading the request body",
+                                              arriving=charge.declared)
+            except BaseException:
+                target.gate.give_back()
+                raise
+        self.scope = RequestScope(target.settings, Reservation(target.memory), target.work, charge, self.client_gone)
+        return self.scope
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        scope = self.scope
+        try:
+            scope.end()
+            if scope.counted is not None:
+                stats, items = scope.counted
+                stats.request_ended(kind is None, time.perf_counter_ns() - self.started, items)
+        finally:
+            scope.reservation.release()
+            self.target.gate.give_back()
+
+
+def admitted(target: CodecTarget, charge: BodyCharge,
+             client_gone: ClientGone | None = None) -> AbstractAsyncContextManager[RequestScope]:
     """A place at the gate (429 at once when none is free, before the body is read) held until the
     block ends, and a reservation that starts empty: the body is charged as it arrives. A declared
     body whose cost could never fit the budget is refused at once (413)."""
-    started = time.perf_counter_ns()
-    with target.gate.admit():
-        if charge.declared is not None:
-            target.memory.refuse_if_never(charge.complete(charge.declared), "reading the request body",
-                                          arriving=charge.declared)
-        async with target.memory.hold(0, "reading the request body") as held:
-            scope, ok = RequestScope(target.settings, held, target.work, charge, client_gone), False
-            try:
-                yield scope
-                ok = True
-            finally:
-                scope.stop.set()
-                if scope.counted is not None:
-                    stats, items = scope.counted
-                    stats.request_ended(ok, time.perf_counter_ns() - started, items)
+    return _Admitted(target, charge, client_gone)
 
 
 def prefers_png(accept: str) -> bool:

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from runtime.host_limits import release_freed_memory
@@ -33,17 +33,25 @@ class AdmissionGate:
         self.limit = limit
         self.in_progress = 0
 
-    @contextmanager
-    def admit(self) -> Iterator[None]:
-        """Hold one of the `limit` places for the request's lifetime; Overloaded (429) when none is free."""
+    def take(self) -> None:
+        """Hold one of the `limit` places (until `give_back`); Overloaded (429) when none is free."""
         if self.in_progress >= self.limit:
             ADMISSION_REJECTED.inc()
             raise Overloaded(f"server busy: {self.in_progress} requests in progress; retry shortly")
         self.in_progress += 1
-        try:
-            yield
-        finally:
-            self.in_progress -= 1
+
+    def give_back(self) -> None:
+        self.in_progress -= 1
+
+    def admit(self) -> AdmissionGate:
+        """`with gate.admit():` holds a place for the block (the gate is its own context manager)."""
+        return self
+
+    def __enter__(self) -> None:
+        self.take()
+
+    def __exit__(self, *exc: object) -> None:
+        self.give_back()
 
 
 TRIM_AFTER_BYTES = 32 << 20

@@ -162,16 +162,14 @@ def plan_encode(model: ServedModel, uploads: list[ImageUpload], query: EncodeQue
     headers = [read_header(upload, settings.max_pixels) for upload in uploads]
     size = encode_size(model.manifest, headers, query.resize)
     files = sum(len(u.data) for u in uploads)
-    plan = _encode_plan(model, len(uploads), size, max(header.decode_bytes for header in headers), files,
-                        query.format, stages=stages)
     ds = model.manifest.downsample
     grid = (size[0] // ds, size[1] // ds)
     walk = coder_bytes(model, query.format, grid, len(uploads))
     # Files are decoded at their own size first (a resize may shrink them).
     pixels = sum(max(header.pixels, size[0] * size[1]) for header in headers)
-    return replace(plan, working_bytes=plan.working_bytes + walk, parsed_bytes=files,
-                   seconds=inference_seconds(pixels, encode=True) + coder_seconds(model, query.format, grid,
-                                                                                   len(uploads)))
+    seconds = inference_seconds(pixels, encode=True) + coder_seconds(model, query.format, grid, len(uploads))
+    return _encode_plan(model, len(uploads), size, max(header.decode_bytes for header in headers), files,
+                        query.format, stages=stages, coder_bytes=walk, parsed_bytes=files, seconds=seconds)
 
 
 def plan_encode_pixels(model: ServedModel, shape: tuple[int, int, int, int], settings: Settings,
@@ -187,7 +185,10 @@ def plan_encode_pixels(model: ServedModel, shape: tuple[int, int, int, int], set
 
 
 def _encode_plan(model: ServedModel, count: int, size: tuple[int, int], largest_decode: int, body_bytes: int,
-                 output: OutputFormat, json_output: bool | None = None, stages: int | None = None) -> RunPlan:
+                 output: OutputFormat, json_output: bool | None = None, stages: int | None = None,
+                 coder_bytes: int = 0, parsed_bytes: int = 0, seconds: float | None = None) -> RunPlan:
+    """`coder_bytes`: what coding a stream holds beyond the codes; `seconds`: the work, when more than
+    the encoder's (files decoded at a larger size, a stream coded)."""
     m = model.manifest
     height, width = size
     per_run, tiles, extra = _runs(model, count, height // m.downsample, width // m.downsample,
@@ -195,9 +196,11 @@ def _encode_plan(model: ServedModel, count: int, size: tuple[int, int], largest_
     as_json = output.stream_kind is None if json_output is None else json_output
     # Every stage is computed (quantizer.onnx gives all S) before the first k are kept.
     needed = encode_request_bytes(body_bytes, [size] * count, largest_decode, m.input.channels, m.downsample,
-                                  model.run_pixels, as_json, m.quantizer.stages) + extra
+                                  model.run_pixels, as_json, m.quantizer.stages) + extra + coder_bytes
+    if seconds is None:
+        seconds = inference_seconds(count * height * width, encode=True)
     return RunPlan(size, count, per_run, tiles, needed, f"encoding {count} image(s) of {height}×{width}", output,
-                   stages=stages, seconds=inference_seconds(count * height * width, encode=True))
+                   stages=stages, seconds=seconds, parsed_bytes=parsed_bytes)
 
 
 def plan_decode(model: ServedModel, body_bytes: int, shape: tuple[int, ...], png_response: bool,

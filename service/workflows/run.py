@@ -38,7 +38,8 @@ INLINE_CODES = 64 * 49  # codes of up to 64 digits are coded as a stream on the 
 
 
 class RunScope(Protocol):
-    stop: threading.Event
+    @property
+    def stop(self) -> threading.Event: ...  # set when the request ends
 
     def running(self, work: Work) -> AbstractAsyncContextManager[None]: ...
 

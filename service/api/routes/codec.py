@@ -104,7 +104,7 @@ def match(path: str) -> tuple[CodecRoute, str | None] | None:
 def parse_query(route: CodecRoute, query_string: bytes) -> dict[str, str | None]:
     """The route's query parameters, validated (a blank value is not the default); every problem
     is named in one 422. Parameters the route does not take are ignored."""
-    given = dict(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True))
+    given = dict(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)) if query_string else {}
     values: dict[str, str | None] = {}
     problems = []
     for param in QUERY[route.operation]:

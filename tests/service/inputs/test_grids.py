@@ -39,3 +39,19 @@ def test_limits_and_shapes_of_json() -> None:
         parse_json(b"[" * 50 + b"]" * 50)
     with pytest.raises(BadRequest, match="not valid JSON"):
         parse_json(b"[" * 100000 + b"]" * 100000)
+
+
+@pytest.mark.parametrize(
+    "body, deepest_ok",
+    [(b'{"codes": [[[[1]]]]}', True),  # a residual model's list of staged grids: 5 levels, the limit
+     (b'{"codes": [[[[[1]]]]]}', False),
+     (b'{"a": 1, "b": {"c": [{"d": [2]}]}}', True),
+     (b'[1, [2, [3, [4, [5, [6]]]]]]', False),  # deep in the last element, shallow in the first
+     (b'[[[[[{}]]]]]', False), (b'[[], [[]], {"x": {"y": {"z": {"w": 0}}}}]', True)],
+)
+def test_json_nesting_is_counted_exactly_whatever_its_shape(body: bytes, deepest_ok: bool) -> None:
+    if deepest_ok:
+        parse_json(body)
+    else:
+        with pytest.raises(BadRequest, match="nested deeper than 5"):
+            parse_json(body)

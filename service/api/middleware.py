@@ -27,6 +27,18 @@ class RequestMetrics:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # Each label set's children, looked up once: prometheus_client's labels() costs more than the
+        # increment. Bounded as the labels are (route templates × methods × statuses).
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def _record(self, template: str, method: str, status: int, seconds: float) -> None:
+        key = (template, method, status)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = (REQUESTS.labels(template, method, str(status)), LATENCY.labels(template))
+        count, latency = series
+        count.inc()
+        latency.observe(seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -48,8 +60,7 @@ class RequestMetrics:
             IN_FLIGHT.dec()
             route: Any = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"  # never the raw URL: bounded labels
-            REQUESTS.labels(template, scope["method"], str(status)).inc()
-            LATENCY.labels(template).observe(time.perf_counter() - started)
+            self._record(template, scope["method"], status, time.perf_counter() - started)
 
 
 class HeaderSizeLimit:

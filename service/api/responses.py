@@ -17,6 +17,10 @@ from service.offload import off_loop
 from service.workflows.plan import RunPlan, SamplePlan
 from service.workflows.run import INLINE_CODES, Encoded
 
+# One compact encoder for every response: json.dumps(..., separators=...) builds a new one per call,
+# which cost more than writing a digit's grid.
+COMPACT = json.JSONEncoder(separators=(",", ":"))
+
 
 def codes_json(m: Manifest, codes: np.ndarray) -> bytes:
     """The encode response's JSON, written a grid at a time; a residual model's grids are [k][h][w]
@@ -25,8 +29,8 @@ def codes_json(m: Manifest, codes: np.ndarray) -> bytes:
               "grid": list(codes.shape[-2:])}
     if codes.ndim == 4:
         fields["stages"] = codes.shape[1]
-    head = json.dumps(fields, separators=(",", ":"))
-    grids = ",".join(json.dumps(grid.tolist(), separators=(",", ":")) for grid in codes)
+    head = COMPACT.encode(fields)
+    grids = ",".join(COMPACT.encode(grid.tolist()) for grid in codes)
     return f'{head[:-1]},"codes":[{grids}]}}'.encode()
 
 

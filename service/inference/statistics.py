@@ -63,8 +63,9 @@ class GraphStats:
         self._inferences, self._last = INFERENCES.labels(*labels), LAST_MS.labels(*labels)
         self._queued, self._queue_ns = QUEUED.labels(*labels), QUEUE_NS.labels(*labels)
         self._jobs_run = JOBS_RUN.labels(*labels)
-        self._job_ns = {p: JOB_COMPUTE_NS.labels(*labels, p) for p in PHASES}
-        self._by_size: dict[int, tuple[Counter, dict[str, Counter]]] = {}
+        self._job_ns = [JOB_COMPUTE_NS.labels(*labels, p) for p in PHASES]
+        # Per batch size: its run counter, and (phase counter, job phase counter) for each phase in order.
+        self._by_size: dict[int, tuple[Counter, list[tuple[Counter, Counter]]]] = {}
 
     def request_ended(self, ok: bool, ns: int, items: int) -> None:
         outcome = "success" if ok else "fail"
@@ -79,16 +80,18 @@ class GraphStats:
         self._queue_ns.inc(int(sum(waits_s) * 1e9))
 
     def executed(self, jobs: int, size: int, phases_ns: tuple[int, int, int]) -> None:
-        if size not in self._by_size:
+        series = self._by_size.get(size)
+        if series is None:
             labels = (self.model, self.version)
-            self._by_size[size] = (EXECUTIONS.labels(*labels, str(size)),
-                                   {p: COMPUTE_NS.labels(*labels, p, str(size)) for p in PHASES})
-        runs, phase_ns = self._by_size[size]
+            series = self._by_size[size] = (EXECUTIONS.labels(*labels, str(size)), [
+                (COMPUTE_NS.labels(*labels, p, str(size)), job_ns) for p, job_ns in zip(PHASES, self._job_ns,
+                                                                                        strict=True)])
+        runs, phases = series
         runs.inc()
         self._jobs_run.inc(jobs)
-        for phase, ns in zip(PHASES, phases_ns, strict=True):
-            phase_ns[phase].inc(ns)
-            self._job_ns[phase].inc(ns * jobs)
+        for (phase_ns, job_ns), ns in zip(phases, phases_ns, strict=True):
+            phase_ns.inc(ns)
+            job_ns.inc(ns * jobs)
 
 
 # -- reading: Triton's schema ---------------------------------------------------------------------
